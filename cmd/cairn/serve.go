@@ -1,0 +1,169 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/cairndb/cairn/raftnode"
+	"github.com/cairndb/cairn/server"
+	"github.com/spf13/cobra"
+)
+
+type serveFlags struct {
+	id, dataDir                  string
+	raftAddr, raftAdvertise      string
+	grpcAddr, httpAddr           string
+	grpcAdvertise, httpAdvertise string
+	initialCluster               string
+	bootstrap                    bool
+	join                         []string
+	maxValueBytes                int
+	logLevel                     string
+}
+
+func newServeCmd() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run one node of a cairn cluster",
+		Long: `Run one node of a cairn cluster.
+
+Form a new cluster either by giving every node the same --initial-cluster,
+or with --bootstrap on one node and --join on the others. A node that
+already has state ignores all three and rejoins its cluster.
+
+Every flag may also come from the environment as CAIRN_<FLAG>, for example
+CAIRN_DATA_DIR for --data-dir.`,
+		Example: `  cairn serve --id n1 --data-dir /var/lib/cairn --raft-addr 10.0.0.1:7500 \
+    --grpc-addr 10.0.0.1:7400 --http-addr 10.0.0.1:7300 \
+    --initial-cluster n1=10.0.0.1:7500,n2=10.0.0.2:7500,n3=10.0.0.3:7500
+
+  cairn serve --id n1 --data-dir d1 --raft-addr 127.0.0.1:7501 --grpc-addr 127.0.0.1:7401 --http-addr 127.0.0.1:7301 --bootstrap
+  cairn serve --id n2 --data-dir d2 --raft-addr 127.0.0.1:7502 --grpc-addr 127.0.0.1:7402 --http-addr 127.0.0.1:7302 --join 127.0.0.1:7401`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			return runServe(f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.id, "id", "", "this node's cluster-unique id (required)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for this node's state (required)")
+	fl.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7500", "host:port for Raft traffic between nodes")
+	fl.StringVar(&f.raftAdvertise, "raft-advertise", "", "Raft address peers should dial (default: --raft-addr)")
+	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:7400", "host:port for the gRPC API")
+	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:7300", "host:port for the REST API, /healthz, /readyz and /metrics")
+	fl.StringVar(&f.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes should use (default: --grpc-addr)")
+	fl.StringVar(&f.httpAdvertise, "http-advertise", "", "REST address to publish (default: --http-addr)")
+	fl.StringVar(&f.initialCluster, "initial-cluster", "", "form a new cluster: id=raftaddr,id=raftaddr,... (the same on every node)")
+	fl.BoolVar(&f.bootstrap, "bootstrap", false, "form a new one-node cluster of this node")
+	fl.StringSliceVar(&f.join, "join", nil, "join the cluster through a member's gRPC or http:// address (repeatable)")
+	fl.IntVar(&f.maxValueBytes, "max-value-bytes", 1<<20, "largest value one key may hold")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// parseInitialCluster parses "id=addr,id=addr".
+func parseInitialCluster(s string) ([]raftnode.Server, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []raftnode.Server
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("--initial-cluster: %q is not id=host:port", part)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("--initial-cluster: id %q appears twice", id)
+		}
+		seen[id] = true
+		out = append(out, raftnode.Server{ID: id, Address: addr, Voter: true})
+	}
+	return out, nil
+}
+
+func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
+	var errs []error
+	if f.id == "" {
+		errs = append(errs, errors.New("--id is required"))
+	}
+	if f.dataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	initial, err := parseInitialCluster(f.initialCluster)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(initial) > 0 {
+		found := false
+		for _, s := range initial {
+			found = found || s.ID == f.id
+		}
+		if !found {
+			errs = append(errs, fmt.Errorf("--initial-cluster does not list this node's --id %q", f.id))
+		}
+	}
+	n := 0
+	for _, on := range []bool{len(initial) > 0, f.bootstrap, len(f.join) > 0} {
+		if on {
+			n++
+		}
+	}
+	if n > 1 {
+		errs = append(errs, errors.New("use only one of --initial-cluster, --bootstrap and --join"))
+	}
+	rc := raftnode.DefaultConfig()
+	rc.ID, rc.BindAddr, rc.AdvertiseAddr, rc.LogLevel = f.id, f.raftAddr, f.raftAdvertise, f.logLevel
+	sc := server.DefaultConfig()
+	sc.GRPCAddr, sc.HTTPAddr = f.grpcAddr, f.httpAddr
+	sc.AdvertiseGRPCAddr, sc.AdvertiseHTTPAddr = f.grpcAdvertise, f.httpAdvertise
+	sc.MaxValueBytes = f.maxValueBytes
+	if err := sc.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	logger, err := newLogger(f.logLevel)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	sc.Logger = logger
+	if err := errors.Join(errs...); err != nil {
+		return server.NodeConfig{}, err
+	}
+	return server.NodeConfig{
+		Dir: f.dataDir, Raft: rc, Server: sc,
+		InitialCluster: initial, Bootstrap: f.bootstrap, Join: f.join,
+	}, nil
+}
+
+func runServe(f serveFlags) error {
+	cfg, err := f.nodeConfig()
+	if err != nil {
+		return err
+	}
+	rn, err := server.StartNode(cfg)
+	if err != nil {
+		return err
+	}
+	log := cfg.Server.Logger
+	log.Info("cairn node serving", "id", f.id, "raft", rn.Node.RaftAddr(), "grpc", rn.Server.GRPCAddr(), "http", rn.Server.HTTPAddr())
+	waitForSignal()
+	log.Info("shutting down")
+	rn.Stop()
+	return nil
+}
+
+// waitForSignal blocks until SIGINT or SIGTERM.
+func waitForSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	<-ch
+	signal.Stop(ch)
+}

@@ -1,0 +1,31 @@
+package fsm
+
+import "errors"
+
+// Domain errors of the state machine. They are results, not failures: a
+// command that meets one changes nothing and every replica answers it the
+// same way. Callers match them with errors.Is; the messages that wrap them
+// name the field and the limit.
+var (
+	// ErrInvalidArgument: a name, key or value breaks a fixed limit.
+	ErrInvalidArgument = errors.New("fsm: invalid argument")
+	// ErrNamespaceNotFound: the namespace does not exist.
+	ErrNamespaceNotFound = errors.New("fsm: namespace not found")
+	// ErrNamespaceNotEmpty: a namespace with objects cannot be deleted
+	// without force.
+	ErrNamespaceNotEmpty = errors.New("fsm: namespace not empty")
+	// ErrObjectNotFound: the object has no state.
+	ErrObjectNotFound = errors.New("fsm: object not found")
+	// ErrKeyNotFound: the key does not exist.
+	ErrKeyNotFound = errors.New("fsm: key not found")
+	// ErrQuotaExceeded: the write would pass the namespace's per-object
+	// storage quota.
+	ErrQuotaExceeded = errors.New("fsm: object quota exceeded")
+	// ErrMemberNotFound: no member with that id is recorded.
+	ErrMemberNotFound = errors.New("fsm: member not found")
+	// ErrBadSnapshot: a snapshot stream is not one this FSM wrote or is
+	// damaged.
+	ErrBadSnapshot = errors.New("fsm: bad snapshot")
+	// ErrClosed: the FSM has been closed.
+	ErrClosed = errors.New("fsm: closed")
+)

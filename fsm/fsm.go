@@ -1,0 +1,154 @@
+// Package fsm is cairn's deterministic state machine: the commands of the
+// replicated log applied to an on-disk bbolt database, and the queries over
+// that applied state.
+//
+// Everything in this package must be deterministic: no clocks, no
+// randomness, no goroutines, no map iteration leaking into results or
+// storage. Time comes from the log (see Command.time_unix_ms). DESIGN.md in
+// this folder holds the on-disk format and the rules a change must keep.
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Options configure an FSM. The zero value of every field means its
+// default.
+type Options struct {
+	// Dir is the directory that holds the state database. Required.
+	Dir string
+	// InitialMmapSize is bbolt's initial memory map size. A large map keeps
+	// writers from waiting on a long snapshot read. 0 means 256 MiB.
+	InitialMmapSize int
+	// NoSync disables fsync of the state database. Durability then rests on
+	// the Raft log alone; for tests only.
+	NoSync bool
+}
+
+// Validate reports whether the options can be used.
+func (o Options) Validate() error {
+	if o.Dir == "" {
+		return errors.New("fsm: Options.Dir is required")
+	}
+	if o.InitialMmapSize < 0 {
+		return errors.New("fsm: Options.InitialMmapSize must not be negative")
+	}
+	return nil
+}
+
+const dbFile = "state.db"
+
+// FSM is the state machine. ApplyBatch, Snapshot and Restore must be called
+// from one goroutine at a time (Raft's FSM goroutine); the query methods
+// may be called concurrently with them and with each other.
+type FSM struct {
+	opts Options
+	path string
+
+	// mu guards db: queries and applies hold it for reading, Restore holds
+	// it for writing while it swaps the database file.
+	mu sync.RWMutex
+	db *bolt.DB
+
+	applied atomic.Uint64 // last applied index, as committed to db
+	applies atomic.Uint64 // commands applied since Open (skipped ones not counted)
+}
+
+// Open opens (or creates) the state database in opts.Dir.
+func Open(opts Options) (*FSM, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.InitialMmapSize == 0 {
+		opts.InitialMmapSize = 256 << 20
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("fsm: %w", err)
+	}
+	f := &FSM{opts: opts, path: filepath.Join(opts.Dir, dbFile)}
+	db, err := f.openDB(f.path)
+	if err != nil {
+		return nil, err
+	}
+	f.db = db
+	return f, nil
+}
+
+func (f *FSM) openDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		InitialMmapSize: f.opts.InitialMmapSize,
+		NoSync:          f.opts.NoSync,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketNamespaces, bucketMembers, bucketObjects} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		for _, name := range shardBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(metaFormat); v == nil {
+			return meta.Put(metaFormat, []byte{0, 0, 0, storageFormat})
+		} else if len(v) != 4 || v[3] != storageFormat || v[0]|v[1]|v[2] != 0 {
+			return fmt.Errorf("fsm: %s has storage format %x, this build reads %d", path, v, storageFormat)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("fsm: init %s: %w", path, err)
+	}
+	var applied uint64
+	_ = db.View(func(tx *bolt.Tx) error {
+		applied = readU64(tx.Bucket(bucketMeta).Get(metaApplied))
+		return nil
+	})
+	f.applied.Store(applied)
+	return db, nil
+}
+
+// Close closes the database. Queries after Close return ErrClosed.
+func (f *FSM) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.db == nil {
+		return nil
+	}
+	err := f.db.Close()
+	f.db = nil
+	return err
+}
+
+// AppliedIndex returns the index of the last applied log entry, as
+// committed to the database.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// Applies returns how many commands this FSM has applied since it was
+// opened. Entries skipped because they were already applied do not count.
+func (f *FSM) Applies() uint64 { return f.applies.Load() }
+
+// view runs fn in a read transaction of the current database.
+func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	return f.db.View(fn)
+}

@@ -1,0 +1,344 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+)
+
+// KeyValue is one stored key as queries return it. Value is a copy owned
+// by the caller.
+type KeyValue struct {
+	Key            string
+	Value          []byte
+	Encoding       raftcmdv1.ValueEncoding
+	CreateRevision uint64
+	ModRevision    uint64
+}
+
+// ObjectInfo summarizes one object.
+type ObjectInfo struct {
+	Name           string
+	Revision       uint64
+	CreateRevision uint64
+	Keys           uint64
+	Bytes          uint64
+	Shard          uint8
+}
+
+// ShardStat is one virtual shard's object count and bytes.
+type ShardStat struct {
+	Shard   uint8
+	Objects uint64
+	Bytes   uint64
+}
+
+// Namespace returns namespace name.
+func (f *FSM) Namespace(name string) (*raftcmdv1.Namespace, error) {
+	var ns *raftcmdv1.Namespace
+	err := f.view(func(tx *bolt.Tx) error {
+		var err error
+		ns, err = getNamespace(tx, name)
+		return err
+	})
+	return ns, err
+}
+
+// Namespaces returns every namespace in name order.
+func (f *FSM) Namespaces() ([]*raftcmdv1.Namespace, error) {
+	var out []*raftcmdv1.Namespace
+	err := f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNamespaces).ForEach(func(k, v []byte) error {
+			ns := &raftcmdv1.Namespace{}
+			if err := proto.Unmarshal(v, ns); err != nil {
+				return fmt.Errorf("fsm: namespace %q: %w", k, err)
+			}
+			out = append(out, ns)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Members returns the recorded cluster members in id order.
+func (f *FSM) Members() ([]*raftcmdv1.Member, error) {
+	var out []*raftcmdv1.Member
+	err := f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
+			m := &raftcmdv1.Member{}
+			if err := proto.Unmarshal(v, m); err != nil {
+				return fmt.Errorf("fsm: member %q: %w", k, err)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// objectView runs fn with the shard bucket and key prefix of object (ns,
+// name) after checking that the namespace exists.
+func (f *FSM) objectView(ns, name string, fn func(sb *bolt.Bucket, prefix []byte) error) error {
+	return f.view(func(tx *bolt.Tx) error {
+		if _, err := getNamespace(tx, ns); err != nil {
+			return err
+		}
+		return fn(tx.Bucket(shardBuckets[ShardOf(ns, name)]), keyPrefix(ns, name))
+	})
+}
+
+// Get returns one key of object (ns, name).
+func (f *FSM) Get(ns, name, key string) (KeyValue, error) {
+	var kv KeyValue
+	err := f.objectView(ns, name, func(sb *bolt.Bucket, prefix []byte) error {
+		v := sb.Get(append(prefix, key...))
+		if v == nil {
+			return fmt.Errorf("%w: %q", ErrKeyNotFound, key)
+		}
+		var err error
+		kv, err = toKeyValue(key, v, false)
+		return err
+	})
+	return kv, err
+}
+
+// BatchGet returns the keys of object (ns, name) that exist, in the order
+// asked for.
+func (f *FSM) BatchGet(ns, name string, keys []string) ([]KeyValue, error) {
+	var out []KeyValue
+	err := f.objectView(ns, name, func(sb *bolt.Bucket, prefix []byte) error {
+		for _, k := range keys {
+			v := sb.Get(append(prefix[:len(prefix):len(prefix)], k...))
+			if v == nil {
+				continue
+			}
+			kv, err := toKeyValue(k, v, false)
+			if err != nil {
+				return err
+			}
+			out = append(out, kv)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func toKeyValue(key string, v []byte, keysOnly bool) (KeyValue, error) {
+	rec, err := decodeKeyRecord(v)
+	if err != nil {
+		return KeyValue{}, err
+	}
+	kv := KeyValue{Key: key, Encoding: rec.encoding, CreateRevision: rec.createRevision, ModRevision: rec.modRevision}
+	if !keysOnly {
+		kv.Value = bytes.Clone(rec.value)
+		if kv.Value == nil {
+			kv.Value = []byte{}
+		}
+	}
+	return kv, nil
+}
+
+// Range selects keys for List: those in [Lo, Hi) (Lo exclusive when
+// LoExclusive; Hi unbounded when empty), walked upward or, with Reverse,
+// downward.
+type Range struct {
+	Lo          string
+	LoExclusive bool
+	Hi          string
+	Reverse     bool
+	// Limit is the most keys to return; must be positive.
+	Limit int
+	// MaxBytes ends the page early once the keys and values returned add up
+	// to at least this many bytes; 0 means no byte bound.
+	MaxBytes int
+	// KeysOnly leaves values out.
+	KeysOnly bool
+}
+
+// List returns the keys of object (ns, name) in r, and whether more keys
+// in r follow the last one returned.
+func (f *FSM) List(ns, name string, r Range) ([]KeyValue, bool, error) {
+	if r.Limit <= 0 {
+		return nil, false, fmt.Errorf("%w: limit must be positive", ErrInvalidArgument)
+	}
+	var out []KeyValue
+	more := false
+	err := f.objectView(ns, name, func(sb *bolt.Bucket, prefix []byte) error {
+		c := sb.Cursor()
+		lo := append(prefix[:len(prefix):len(prefix)], r.Lo...)
+		var hi []byte
+		if r.Hi != "" {
+			hi = append(prefix[:len(prefix):len(prefix)], r.Hi...)
+		}
+		inRange := func(k []byte) bool {
+			if k == nil || !hasPrefix(k, prefix) {
+				return false
+			}
+			c := bytes.Compare(k, lo)
+			if c < 0 || c == 0 && r.LoExclusive {
+				return false
+			}
+			return hi == nil || bytes.Compare(k, hi) < 0
+		}
+		var k, v []byte
+		if !r.Reverse {
+			k, v = c.Seek(lo)
+			if k != nil && r.LoExclusive && bytes.Equal(k, lo) {
+				k, v = c.Next()
+			}
+		} else {
+			if hi != nil {
+				k, _ = c.Seek(hi)
+			} else {
+				k, _ = c.Seek(prefixEnd(prefix))
+			}
+			if k == nil {
+				k, v = c.Last()
+			} else {
+				k, v = c.Prev()
+			}
+		}
+		size := 0
+		for ; inRange(k); k, v = step(c, r.Reverse) {
+			if len(out) == r.Limit || r.MaxBytes > 0 && size >= r.MaxBytes {
+				more = true
+				break
+			}
+			kv, err := toKeyValue(string(k[len(prefix):]), v, r.KeysOnly)
+			if err != nil {
+				return err
+			}
+			size += len(kv.Key) + len(kv.Value)
+			out = append(out, kv)
+		}
+		return nil
+	})
+	return out, more, err
+}
+
+func step(c *bolt.Cursor, reverse bool) ([]byte, []byte) {
+	if reverse {
+		return c.Prev()
+	}
+	return c.Next()
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p,
+// or nil if there is none.
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// PrefixEnd returns the smallest string greater than every string with
+// prefix p, or "" if there is none.
+func PrefixEnd(p string) string { return string(prefixEnd([]byte(p))) }
+
+// Object returns object (ns, name)'s info.
+func (f *FSM) Object(ns, name string) (ObjectInfo, error) {
+	var info ObjectInfo
+	err := f.view(func(tx *bolt.Tx) error {
+		if _, err := getNamespace(tx, ns); err != nil {
+			return err
+		}
+		shard := ShardOf(ns, name)
+		v := tx.Bucket(shardBuckets[shard]).Get(objectKey(ns, name))
+		if v == nil {
+			return fmt.Errorf("%w: %q", ErrObjectNotFound, name)
+		}
+		var err error
+		info, err = toObjectInfo(name, shard, v)
+		return err
+	})
+	return info, err
+}
+
+func toObjectInfo(name string, shard uint8, v []byte) (ObjectInfo, error) {
+	o, err := decodeObjectRecord(v)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	return ObjectInfo{Name: name, Revision: o.revision, CreateRevision: o.createRevision, Keys: o.keys, Bytes: o.bytes, Shard: shard}, nil
+}
+
+// Objects returns up to limit objects of namespace ns whose names start
+// with prefix and sort after after (all when after is empty), in name
+// order, and whether more follow.
+func (f *FSM) Objects(ns, prefix, after string, limit int) ([]ObjectInfo, bool, error) {
+	if limit <= 0 {
+		return nil, false, fmt.Errorf("%w: limit must be positive", ErrInvalidArgument)
+	}
+	var out []ObjectInfo
+	more := false
+	err := f.view(func(tx *bolt.Tx) error {
+		if _, err := getNamespace(tx, ns); err != nil {
+			return err
+		}
+		base := indexKey(ns, "")
+		p := indexKey(ns, prefix)
+		c := tx.Bucket(bucketObjects).Cursor()
+		start := p
+		if after != "" && after >= prefix {
+			start = indexKey(ns, after)
+		}
+		k, v := c.Seek(start)
+		if after != "" && k != nil && bytes.Equal(k, start) && after >= prefix {
+			k, v = c.Next()
+		}
+		for ; k != nil && hasPrefix(k, p); k, v = c.Next() {
+			if len(out) == limit {
+				more = true
+				break
+			}
+			name := string(k[len(base):])
+			shard := v[0]
+			rec := tx.Bucket(shardBuckets[shard]).Get(objectKey(ns, name))
+			if rec == nil {
+				return fmt.Errorf("fsm: index names object %q but shard %d has no record", name, shard)
+			}
+			info, err := toObjectInfo(name, shard, rec)
+			if err != nil {
+				return err
+			}
+			out = append(out, info)
+		}
+		return nil
+	})
+	return out, more, err
+}
+
+// ShardStats returns every shard's object count and bytes, in shard order.
+func (f *FSM) ShardStats() ([]ShardStat, error) {
+	out := make([]ShardStat, 0, NumShards)
+	err := f.view(func(tx *bolt.Tx) error {
+		for i, name := range shardBuckets {
+			s, err := decodeShardStat(tx.Bucket(name).Get(shardStatKey))
+			if err != nil {
+				return err
+			}
+			out = append(out, ShardStat{Shard: uint8(i), Objects: s.objects, Bytes: s.bytes})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Now returns the FSM's log time in unix milliseconds: the largest time
+// stamp of any applied command.
+func (f *FSM) Now() int64 {
+	var now int64
+	_ = f.view(func(tx *bolt.Tx) error {
+		now = int64(readU64(tx.Bucket(bucketMeta).Get(metaNow)))
+		return nil
+	})
+	return now
+}

@@ -1,0 +1,73 @@
+package raftnode
+
+import (
+	"io"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// machine adapts *fsm.FSM to raft.BatchingFSM and tells the node what has
+// been applied. Raft calls it from its one FSM goroutine.
+type machine struct {
+	n *Node
+}
+
+var _ raft.BatchingFSM = (*machine)(nil)
+
+func (m *machine) Apply(l *raft.Log) interface{} {
+	return m.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch hands commands to the FSM; configuration entries arrive too
+// and only advance its applied index.
+func (m *machine) ApplyBatch(logs []*raft.Log) []interface{} {
+	entries := make([]fsm.Entry, len(logs))
+	for i, l := range logs {
+		entries[i].Index = l.Index
+		if l.Type == raft.LogCommand {
+			entries[i].Data = l.Data
+		}
+	}
+	results := m.n.fsm.ApplyBatch(entries)
+	out := make([]interface{}, len(results))
+	for i := range results {
+		out[i] = results[i]
+	}
+	if len(logs) > 0 {
+		m.n.setApplied(logs[len(logs)-1].Index)
+	}
+	return out
+}
+
+func (m *machine) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := m.n.fsm.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &snapshot{s: s}, nil
+}
+
+func (m *machine) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := m.n.fsm.Restore(rc); err != nil {
+		return err
+	}
+	m.n.setApplied(m.n.fsm.AppliedIndex())
+	return nil
+}
+
+// snapshot streams an FSM snapshot into Raft's snapshot sink.
+type snapshot struct {
+	s *fsm.Snapshot
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.s.WriteTo(sink); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() { s.s.Release() }

@@ -1,0 +1,238 @@
+// Package raftnode wires cairn's state machine into hashicorp/raft: the
+// TCP transport, the bolt log store, the snapshot store, bootstrap and
+// membership, propose-and-wait and linearizable read barriers. It knows
+// nothing of HTTP or the public API.
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Node is one member of the Raft group. Its methods are safe for
+// concurrent use.
+type Node struct {
+	cfg   Config
+	fsm   *fsm.FSM
+	raft  *raft.Raft
+	store *raftboltdb.BoltStore
+	snaps *raft.FileSnapshotStore
+	trans *raft.NetworkTransport
+
+	applied   atomic.Uint64 // highest index the FSM has finished applying
+	appliedMu sync.Mutex
+	appliedCh chan struct{} // closed and replaced whenever applied moves
+
+	barrierMu sync.Mutex
+	readyTerm atomic.Uint64 // term in which this node, as leader, has applied a barrier
+
+	shutdownOnce sync.Once
+}
+
+// Server is one member of the Raft configuration.
+type Server struct {
+	ID      string
+	Address string
+	Voter   bool
+}
+
+// New starts a node over the state machine f. The node owns neither f
+// (the caller closes it after Shutdown) nor any listener but its Raft
+// transport. A node whose data directory is new does nothing until
+// Bootstrap is called or a leader adds it.
+func New(cfg Config, f *fsm.FSM) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	logOut := cfg.LogOutput
+	if logOut == nil {
+		logOut = os.Stderr
+	}
+	logger := hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.LevelFromString(cfg.LogLevel),
+		Output: logOut,
+	}).With("node", cfg.ID)
+
+	n := &Node{cfg: cfg, fsm: f, appliedCh: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeStores()
+		}
+	}()
+
+	var err error
+	n.store, err = raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(cfg.Dir, "raft.db"),
+		NoSync:      cfg.NoSync,
+		BoltOptions: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: log store: %w", err)
+	}
+	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, logger.Named("snapshots"))
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
+	}
+	if err := n.catchUpFromSnapshot(); err != nil {
+		return nil, err
+	}
+	n.applied.Store(f.AppliedIndex())
+
+	var advertise net.Addr
+	if cfg.AdvertiseAddr != "" {
+		if advertise, err = net.ResolveTCPAddr("tcp", cfg.AdvertiseAddr); err != nil {
+			return nil, fmt.Errorf("raftnode: AdvertiseAddr: %w", err)
+		}
+	}
+	n.trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, 3, 10*time.Second, logger.Named("transport"))
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: transport: %w", err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.NoSnapshotRestoreOnStart = true // the FSM keeps its own state on disk
+	rc.BatchApplyCh = true
+	rc.Logger = logger
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	n.raft, err = raft.NewRaft(rc, &machine{n: n}, n.store, n.store, n.snaps, n.trans)
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	ok = true
+	return n, nil
+}
+
+// catchUpFromSnapshot restores the newest snapshot into the FSM when the
+// FSM's own state is older than it (for example after its database was
+// lost): with NoSnapshotRestoreOnStart Raft would otherwise resume after
+// the snapshot and never hand the FSM the entries it lacks.
+func (n *Node) catchUpFromSnapshot() error {
+	metas, err := n.snaps.List()
+	if err != nil {
+		return fmt.Errorf("raftnode: list snapshots: %w", err)
+	}
+	if len(metas) == 0 || metas[0].Index <= n.fsm.AppliedIndex() {
+		return nil
+	}
+	_, rc, err := n.snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("raftnode: open snapshot %s: %w", metas[0].ID, err)
+	}
+	defer rc.Close()
+	if err := n.fsm.Restore(rc); err != nil {
+		return fmt.Errorf("raftnode: restore snapshot %s: %w", metas[0].ID, err)
+	}
+	return nil
+}
+
+// Bootstrap forms a new cluster of servers. It is a no-op on a node that
+// already has state, so every node of an --initial-cluster may call it with
+// the same list on every start.
+func (n *Node) Bootstrap(servers []Server) error {
+	cfg := raft.Configuration{}
+	for _, s := range servers {
+		suffrage := raft.Voter
+		if !s.Voter {
+			suffrage = raft.Nonvoter
+		}
+		cfg.Servers = append(cfg.Servers, raft.Server{ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address), Suffrage: suffrage})
+	}
+	err := n.raft.BootstrapCluster(cfg).Error()
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("raftnode: bootstrap: %w", err)
+	}
+	return nil
+}
+
+// ID returns the node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// RaftAddr returns the address peers reach this node's Raft transport at.
+func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }
+
+// Shutdown stops Raft and closes the transport and the log store. It does
+// not close the FSM.
+func (n *Node) Shutdown() error {
+	var err error
+	n.shutdownOnce.Do(func() {
+		err = n.raft.Shutdown().Error()
+		n.closeStores()
+	})
+	return err
+}
+
+func (n *Node) closeStores() {
+	if n.trans != nil {
+		_ = n.trans.Close()
+	}
+	if n.store != nil {
+		_ = n.store.Close()
+	}
+}
+
+// setApplied records that the FSM has applied everything up to index and
+// wakes the readers waiting for it.
+func (n *Node) setApplied(index uint64) {
+	if index <= n.applied.Load() {
+		return
+	}
+	n.applied.Store(index)
+	n.appliedMu.Lock()
+	close(n.appliedCh)
+	n.appliedCh = make(chan struct{})
+	n.appliedMu.Unlock()
+}
+
+func (n *Node) appliedChan() <-chan struct{} {
+	n.appliedMu.Lock()
+	defer n.appliedMu.Unlock()
+	return n.appliedCh
+}
+
+// mapError turns hashicorp/raft's errors into this package's.
+func mapError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %w", ErrLeadershipLost, err)
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %w", ErrShutdown, err)
+	case strings.Contains(err.Error(), "timed out"):
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	return err
+}

@@ -1,0 +1,133 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
+	"github.com/cairndb/cairn/fsm"
+)
+
+type clusterService struct {
+	cairnv1.UnimplementedClusterServiceServer
+	s *Server
+}
+
+func (c *clusterService) GetCluster(_ context.Context, _ *cairnv1.GetClusterRequest) (*cairnv1.GetClusterResponse, error) {
+	st := c.s.node.Status()
+	members, err := c.s.members()
+	if err != nil {
+		return nil, err
+	}
+	return &cairnv1.GetClusterResponse{
+		Header:       &cairnv1.ResponseHeader{Revision: st.AppliedIndex, NodeId: c.s.node.ID()},
+		LeaderId:     st.LeaderID,
+		Term:         st.Term,
+		CommitIndex:  st.CommitIndex,
+		AppliedIndex: st.AppliedIndex,
+		State:        st.State,
+		Members:      members,
+	}, nil
+}
+
+// members joins the Raft configuration with the replicated API addresses.
+func (s *Server) members() ([]*cairnv1.Member, error) {
+	servers, err := s.node.Servers()
+	if err != nil {
+		return nil, err
+	}
+	recorded, err := s.state.Members()
+	if err != nil {
+		return nil, err
+	}
+	leaderID, _ := s.node.Leader()
+	out := make([]*cairnv1.Member, 0, len(servers))
+	for _, srv := range servers {
+		m := &cairnv1.Member{Id: srv.ID, RaftAddr: srv.Address, Voter: srv.Voter, Leader: srv.ID == leaderID}
+		for _, r := range recorded {
+			if r.Id == srv.ID {
+				m.GrpcAddr, m.HttpAddr = r.GrpcAddr, r.HttpAddr
+			}
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func (c *clusterService) AddMember(ctx context.Context, req *cairnv1.AddMemberRequest) (*cairnv1.AddMemberResponse, error) {
+	if req.Id == "" || req.RaftAddr == "" {
+		return nil, invalidf("id and raft_addr are required")
+	}
+	_, conn, err := c.s.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if conn != nil {
+		return cairnv1.NewClusterServiceClient(conn).AddMember(ctx, req)
+	}
+	if err := c.s.node.AddServer(ctx, req.Id, req.RaftAddr, !req.Nonvoter); err != nil {
+		return nil, err
+	}
+	if req.GrpcAddr != "" || req.HttpAddr != "" {
+		_, err := c.s.propose(ctx, &raftcmdv1.Command{Op: &raftcmdv1.Command_SetMember{SetMember: &raftcmdv1.SetMember{
+			Member: &raftcmdv1.Member{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr, HttpAddr: req.HttpAddr},
+		}}})
+		if err != nil {
+			return nil, err
+		}
+	}
+	members, err := c.s.members()
+	if err != nil {
+		return nil, err
+	}
+	return &cairnv1.AddMemberResponse{Header: &cairnv1.ResponseHeader{Revision: c.s.node.AppliedIndex(), NodeId: c.s.node.ID()}, Members: members}, nil
+}
+
+func (c *clusterService) RemoveMember(ctx context.Context, req *cairnv1.RemoveMemberRequest) (*cairnv1.RemoveMemberResponse, error) {
+	if req.Id == "" {
+		return nil, invalidf("id is required")
+	}
+	_, conn, err := c.s.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if conn != nil {
+		return cairnv1.NewClusterServiceClient(conn).RemoveMember(ctx, req)
+	}
+	if err := c.s.node.RemoveServer(ctx, req.Id); err != nil {
+		return nil, err
+	}
+	_, err = c.s.propose(ctx, &raftcmdv1.Command{Op: &raftcmdv1.Command_RemoveMember{RemoveMember: &raftcmdv1.RemoveMember{Id: req.Id}}})
+	if err != nil && !errors.Is(err, fsm.ErrMemberNotFound) {
+		return nil, err
+	}
+	return &cairnv1.RemoveMemberResponse{Header: &cairnv1.ResponseHeader{Revision: c.s.node.AppliedIndex(), NodeId: c.s.node.ID()}}, nil
+}
+
+func (c *clusterService) TransferLeadership(ctx context.Context, req *cairnv1.TransferLeadershipRequest) (*cairnv1.TransferLeadershipResponse, error) {
+	_, conn, err := c.s.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if conn != nil {
+		return cairnv1.NewClusterServiceClient(conn).TransferLeadership(ctx, req)
+	}
+	if err := c.s.node.TransferLeadership(req.Id); err != nil {
+		return nil, err
+	}
+	// Report the new leader once this node has learnt of it.
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		if id, _ := c.s.node.Leader(); id != "" && id != c.s.node.ID() {
+			return &cairnv1.TransferLeadershipResponse{Header: &cairnv1.ResponseHeader{NodeId: c.s.node.ID()}, LeaderId: id}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}

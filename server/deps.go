@@ -1,0 +1,45 @@
+package server
+
+import (
+	"context"
+
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/raftnode"
+)
+
+// Node is what the server needs of the Raft node (*raftnode.Node).
+type Node interface {
+	ID() string
+	RaftAddr() string
+	IsLeader() bool
+	Leader() (id, addr string)
+	Apply(ctx context.Context, cmd *raftcmdv1.Command) (*raftcmdv1.Result, error)
+	ReadIndex(ctx context.Context) (uint64, error)
+	WaitApplied(ctx context.Context, index uint64) error
+	AppliedIndex() uint64
+	CaughtUp() bool
+	Status() raftnode.Status
+	Servers() ([]raftnode.Server, error)
+	AddServer(ctx context.Context, id, addr string, voter bool) error
+	RemoveServer(ctx context.Context, id string) error
+	TransferLeadership(id string) error
+}
+
+// State is what the server reads of the applied state (*fsm.FSM).
+type State interface {
+	Namespace(name string) (*raftcmdv1.Namespace, error)
+	Namespaces() ([]*raftcmdv1.Namespace, error)
+	Members() ([]*raftcmdv1.Member, error)
+	Get(ns, object, key string) (fsm.KeyValue, error)
+	BatchGet(ns, object string, keys []string) ([]fsm.KeyValue, error)
+	List(ns, object string, r fsm.Range) ([]fsm.KeyValue, bool, error)
+	Object(ns, object string) (fsm.ObjectInfo, error)
+	Objects(ns, prefix, after string, limit int) ([]fsm.ObjectInfo, bool, error)
+}
+
+// Deps are the server's collaborators.
+type Deps struct {
+	Node  Node
+	State State
+}

@@ -1,0 +1,122 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+const httpReadHeaderTimeout = 10 * time.Second
+
+// httpHandler builds the REST side: health probes, metrics, and the
+// grpc-gateway that calls this node's own gRPC listener.
+func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
+	gw := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{},
+		}),
+		runtime.WithUnescapingMode(runtime.UnescapingModeAllExceptSlash),
+	)
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes+(1<<20))),
+	}
+	self := s.grpcLis.Addr().String()
+	if a := advertised("", s.grpcLis.Addr()); a != "" {
+		self = a
+	}
+	for _, register := range []func(context.Context, *runtime.ServeMux, string, []grpc.DialOption) error{
+		cairnv1.RegisterNamespaceServiceHandlerFromEndpoint,
+		cairnv1.RegisterObjectServiceHandlerFromEndpoint,
+		cairnv1.RegisterClusterServiceHandlerFromEndpoint,
+	} {
+		if err := register(ctx, gw, self, opts); err != nil {
+			return nil, fmt.Errorf("server: gateway: %w", err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	api := s.limitBody(keyPathFix(gw))
+	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz", "/metrics":
+			mux.ServeHTTP(w, r)
+		default:
+			api.ServeHTTP(w, r)
+		}
+	})
+	return root, nil
+}
+
+// readyz answers 200 when this node knows a leader and has applied what is
+// committed, 503 otherwise.
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	st := s.node.Status()
+	if !s.node.CaughtUp() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, "not ready: leader %q, commit index %d, applied index %d\n", st.LeaderID, st.CommitIndex, st.AppliedIndex)
+		return
+	}
+	_, _ = fmt.Fprintf(w, "ready: leader %s, applied index %d\n", st.LeaderID, st.AppliedIndex)
+}
+
+// limitBody bounds request bodies: JSON carries values base64-encoded or
+// escaped, so the bound is twice the write limit plus room for the rest.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	limit := int64(2*s.cfg.MaxRequestBytes + (1 << 20))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			_, _ = fmt.Fprintf(w, `{"code":3,"message":"request body is %d bytes, limit is %d","details":[]}`+"\n", r.ContentLength, limit)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// keyPathFix makes a percent-encoded slash inside a key mean the same as
+// a literal one. The gateway matches {key=**} on raw segments and would
+// hand the handler "%2F" verbatim; rewriting %2F to "/" after /keys/ gives
+// the handler exactly the key the client encoded, while %252F still
+// decodes to a literal "%2F".
+func keyPathFix(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw := r.URL.EscapedPath()
+		segs := strings.SplitN(raw, "/", 8)
+		// "", v1, namespaces, {ns}, objects, {object}, keys, {key...}
+		if len(segs) == 8 && segs[1] == "v1" && segs[2] == "namespaces" && segs[4] == "objects" && segs[6] == "keys" {
+			key := segs[7]
+			if strings.Contains(key, "%2F") || strings.Contains(key, "%2f") {
+				key = strings.NewReplacer("%2F", "/", "%2f", "/").Replace(key)
+				fixed := strings.Join(append(segs[:7:7], key), "/")
+				if p, err := url.PathUnescape(fixed); err == nil {
+					u := *r.URL
+					u.Path, u.RawPath = p, fixed
+					r2 := r.Clone(r.Context())
+					r2.URL = &u
+					r = r2
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,40 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
+	"github.com/cairndb/cairn/raftnode"
+)
+
+// peerService answers the calls followers make of the leader.
+type peerService struct {
+	peerv1.UnimplementedPeerServiceServer
+	s *Server
+}
+
+func (i *peerService) Propose(ctx context.Context, req *peerv1.ProposeRequest) (*peerv1.ProposeResponse, error) {
+	if req.GetCommand().GetOp() == nil {
+		return nil, invalidf("command has no operation")
+	}
+	res, err := i.s.node.Apply(ctx, req.Command)
+	if errors.Is(err, raftnode.ErrNotLeader) {
+		return &peerv1.ProposeResponse{NotLeader: true}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &peerv1.ProposeResponse{Result: res}, nil
+}
+
+func (i *peerService) ReadIndex(ctx context.Context, _ *peerv1.ReadIndexRequest) (*peerv1.ReadIndexResponse, error) {
+	index, err := i.s.node.ReadIndex(ctx)
+	if isNotLeader(err) {
+		return &peerv1.ReadIndexResponse{NotLeader: true}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &peerv1.ReadIndexResponse{Index: index}, nil
+}

@@ -1,0 +1,77 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
+	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
+	"github.com/cairndb/cairn/raftnode"
+)
+
+// Read consistency levels.
+const (
+	Linearizable = "linearizable"
+	Serializable = "serializable"
+)
+
+// readBarrier prepares a read at the requested consistency and returns
+// the header to answer with. A linearizable read asks the leader for a
+// read index (confirmed with a quorum) and waits until this node has
+// applied it, so any node serves it correctly; a serializable read answers
+// at once from this node's applied state and says how stale it may be.
+func (s *Server) readBarrier(ctx context.Context, consistency string) (*cairnv1.ResponseHeader, error) {
+	switch consistency {
+	case "", Linearizable:
+		consistency = Linearizable
+	case Serializable:
+		h := &cairnv1.ResponseHeader{Revision: s.node.AppliedIndex(), NodeId: s.node.ID(), Consistency: Serializable}
+		if st := s.node.Status(); !st.LastContact.IsZero() {
+			h.LastLeaderContactMs = time.Since(st.LastContact).Milliseconds()
+		}
+		return h, nil
+	default:
+		return nil, invalidf("consistency is %q; use %q or %q", consistency, Linearizable, Serializable)
+	}
+	index, err := s.readIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.node.WaitApplied(ctx, index); err != nil {
+		return nil, err
+	}
+	return &cairnv1.ResponseHeader{Revision: s.node.AppliedIndex(), NodeId: s.node.ID(), Consistency: Linearizable}, nil
+}
+
+// readIndex gets a read index from the leader, retrying while leadership
+// moves.
+func (s *Server) readIndex(ctx context.Context) (uint64, error) {
+	for {
+		_, conn, err := s.leader(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if conn == nil {
+			index, err := s.node.ReadIndex(ctx)
+			if err == nil || !isNotLeader(err) {
+				return index, err
+			}
+		} else {
+			resp, err := peerClient(conn).ReadIndex(ctx, &peerv1.ReadIndexRequest{})
+			if err != nil {
+				return 0, err
+			}
+			if !resp.NotLeader {
+				return resp.Index, nil
+			}
+		}
+		if err := s.waitLeaderChange(ctx); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func isNotLeader(err error) bool {
+	return err != nil && (errors.Is(err, raftnode.ErrNotLeader) || errors.Is(err, raftnode.ErrLeadershipLost))
+}
