@@ -1,0 +1,111 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readmeCommand is one shell command of the README's examples, with the
+// HTTP status its comment promises (200 when it promises none).
+type readmeCommand struct {
+	line       int
+	cmd        string
+	wantStatus string
+}
+
+var statusComment = regexp.MustCompile(`HTTP (\d{3})`)
+
+// readmeCommands returns the curl commands of the README's ```sh blocks,
+// in order, continuation lines joined.
+func readmeCommands(t *testing.T) []readmeCommand {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []readmeCommand
+	inSh := false
+	want := ""
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		switch {
+		case strings.HasPrefix(l, "```sh"):
+			inSh, want = true, ""
+			continue
+		case strings.HasPrefix(l, "```"):
+			inSh = false
+			continue
+		}
+		if !inSh {
+			continue
+		}
+		if strings.HasPrefix(l, "#") {
+			if m := statusComment.FindStringSubmatch(l); m != nil && !strings.Contains(l, "refused") {
+				want = m[1]
+			}
+			continue
+		}
+		if !strings.HasPrefix(l, "curl ") {
+			continue
+		}
+		c := readmeCommand{line: i + 1, wantStatus: "200"}
+		if want != "" {
+			c.wantStatus, want = want, ""
+		}
+		cmd := l
+		for strings.HasSuffix(cmd, "\\") || strings.Count(cmd, "'")%2 == 1 {
+			i++
+			cmd += "\n" + lines[i]
+		}
+		c.cmd = cmd
+		out = append(out, c)
+	}
+	return out
+}
+
+// TestREADMEExamples starts `cairn dev` as the README says and runs every
+// curl example of the README against it, in order: each must exit 0 and
+// answer the HTTP status its comment promises (200 otherwise).
+func TestREADMEExamples(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("the README examples need curl on PATH")
+	}
+	cmds := readmeCommands(t)
+	if len(cmds) < 20 {
+		t.Fatalf("found only %d curl examples in README.md", len(cmds))
+	}
+	dir := t.TempDir()
+	dev := startCairn(t, dir, "dev")
+	waitFor(t, 60*time.Second, "cairn dev to print its addresses", func() bool {
+		return strings.Contains(dev.out.String(), "Press Ctrl-C")
+	})
+	for _, c := range cmds {
+		// Append the status after the body; pipelines keep their meaning.
+		shell := strings.Replace(c.cmd, "curl -s ", "curl -s -w '\\nHTTP-STATUS:%{http_code}\\n' ", 1)
+		out, err := exec.Command("bash", "-o", "pipefail", "-c", shell).CombinedOutput()
+		if err != nil {
+			t.Errorf("README.md:%d: %s\nexit: %v\n%s", c.line, c.cmd, err, out)
+			continue
+		}
+		m := regexp.MustCompile(`HTTP-STATUS:(\d{3})`).FindSubmatch(out)
+		if m == nil {
+			if !strings.Contains(c.cmd, "|") {
+				t.Errorf("README.md:%d: no HTTP status in output:\n%s", c.line, out)
+			}
+			continue
+		}
+		if string(m[1]) != c.wantStatus {
+			t.Errorf("README.md:%d: %s\nHTTP %s, README promises %s\n%s", c.line, c.cmd, m[1], c.wantStatus, out)
+		}
+	}
+	dev.stop(t)
+	if _, err := os.Stat(filepath.Join(dir, "cairn-data", "n1", "fsm", "state.db")); err != nil {
+		t.Errorf("cairn dev left no data under ./cairn-data: %v", err)
+	}
+}
