@@ -6,6 +6,7 @@ import (
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // CommandVersion is the Command envelope version this build writes and
@@ -54,8 +55,8 @@ func (f *FSM) ApplyBatch(entries []Entry) []Result {
 		now := int64(readU64(meta.Get(metaNow)))
 		last = applied
 		for i, e := range entries {
-			if e.Index <= applied {
-				continue
+			if e.Index <= last {
+				continue // applied before a restart (or out of order)
 			}
 			last = e.Index
 			if e.Data == nil {
@@ -98,10 +99,40 @@ func decodeCommand(e Entry) *raftcmdv1.Command {
 	if cmd.Version != CommandVersion {
 		panic(fmt.Sprintf("fsm: entry %d: command version %d, this build applies version %d", e.Index, cmd.Version, CommandVersion))
 	}
-	if len(cmd.ProtoReflect().GetUnknown()) > 0 || cmd.Op == nil {
+	if cmd.Op == nil || hasUnknownFields(cmd.ProtoReflect()) {
 		panic(fmt.Sprintf("fsm: entry %d: command type unknown to this build; upgrade this node", e.Index))
 	}
 	return cmd
+}
+
+// hasUnknownFields reports whether m or any message inside it carries
+// fields this build does not know: a newer node's command that this node
+// would apply differently.
+func hasUnknownFields(m protoreflect.Message) bool {
+	if len(m.GetUnknown()) > 0 {
+		return true
+	}
+	unknown := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len() && !unknown; i++ {
+				unknown = hasUnknownFields(l.Get(i).Message())
+			}
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					unknown = hasUnknownFields(mv.Message())
+					return !unknown
+				})
+			}
+		case fd.Message() != nil:
+			unknown = hasUnknownFields(v.Message())
+		}
+		return !unknown
+	})
+	return unknown
 }
 
 // applier applies one command inside the batch's transaction. Every

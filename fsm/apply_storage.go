@@ -70,7 +70,7 @@ func (a *applier) applyBatchWrite(w *raftcmdv1.BatchWrite) (*raftcmdv1.Result, e
 		}
 	}
 	quota := ns.GetSettings().GetMaxObjectBytes()
-	if quota > 0 && newBytes > int64(quota) && newBytes > int64(obj.bytes) {
+	if quota > 0 && uint64(newBytes) > quota && newBytes > int64(obj.bytes) {
 		return nil, fmt.Errorf("%w: object %q would hold %d bytes, namespace %q allows %d per object (max_object_bytes)",
 			ErrQuotaExceeded, w.Object, newBytes, ns.Name, quota)
 	}

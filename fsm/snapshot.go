@@ -121,26 +121,22 @@ func (c *countingWriter) Write(p []byte) {
 
 // Restore replaces the whole state with the snapshot read from r. It
 // builds a new database file beside the current one, checks the stream's
-// checksum, and only then swaps the files under the lock that queries
+// checksum, header and stored format, and only then swaps the files: the
+// new database is opened and put in place under the lock that queries
 // take, so no query ever sees a half-restored state. On error the current
-// state is left as it was.
+// state is left as it was. Restore must be called from the goroutine that
+// applies (no apply may run concurrently).
 func (f *FSM) Restore(r io.Reader) error {
 	tmp := f.path + ".restore"
 	_ = os.Remove(tmp)
-	index, err := f.buildFromSnapshot(tmp, r)
-	if err != nil {
+	if _, err := f.buildFromSnapshot(tmp, r); err != nil {
 		_ = os.Remove(tmp)
 		return err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.db != nil {
-		if err := f.db.Close(); err != nil {
-			return fmt.Errorf("fsm: restore: close: %w", err)
-		}
-		f.db = nil
-	}
+	// Renaming over the open database is safe: the old file lives on
+	// until it is closed, and nothing writes to it meanwhile.
 	if err := os.Rename(tmp, f.path); err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	if err := syncDir(filepath.Dir(f.path)); err != nil {
@@ -150,9 +146,16 @@ func (f *FSM) Restore(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	f.mu.Lock()
+	old := f.db
 	f.db = db
-	if got := f.applied.Load(); got != index {
-		return fmt.Errorf("%w: restored state records index %d, header says %d", ErrBadSnapshot, got, index)
+	f.mu.Unlock()
+	// Closing waits for read transactions on the old database (a snapshot
+	// being written out); queries already use the new one.
+	if old != nil {
+		if err := old.Close(); err != nil {
+			return fmt.Errorf("fsm: restore: close the replaced database: %w", err)
+		}
 	}
 	return nil
 }
@@ -197,9 +200,18 @@ func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {
 		if l > 1<<31 {
 			return nil, fmt.Errorf("record of %d bytes", l)
 		}
-		p := make([]byte, l)
-		_, err = io.ReadFull(br, p)
-		return p, err
+		if l <= 64<<10 {
+			p := make([]byte, l)
+			_, err = io.ReadFull(br, p)
+			return p, err
+		}
+		// A large length is believed only as far as the stream bears it
+		// out: memory grows with the bytes actually read.
+		var buf bytes.Buffer
+		if _, err := io.CopyN(&buf, br, int64(l)); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), nil
 	}
 	for {
 		if tx == nil {
@@ -208,7 +220,7 @@ func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {
 			}
 			if bucket != nil {
 				if b, err = tx.CreateBucketIfNotExists(bucket); err != nil {
-					return fail(err)
+					return fail(fmt.Errorf("%w: bucket %q: %w", ErrBadSnapshot, bucket, err))
 				}
 				b.FillPercent = 0.9
 			}
@@ -223,7 +235,7 @@ func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {
 				return fail(fmt.Errorf("%w: bucket: %w", ErrBadSnapshot, err))
 			}
 			if b, err = tx.CreateBucketIfNotExists(bucket); err != nil {
-				return fail(err)
+				return fail(fmt.Errorf("%w: bucket %q: %w", ErrBadSnapshot, bucket, err))
 			}
 			b.FillPercent = 0.9
 		case 'R':
@@ -256,6 +268,9 @@ func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {
 			if got := binary.BigEndian.Uint32(sum[:]); got != want {
 				return fail(fmt.Errorf("%w: checksum %08x, computed %08x", ErrBadSnapshot, got, want))
 			}
+			if err := checkRestored(tx, index); err != nil {
+				return fail(err)
+			}
 			if err := tx.Commit(); err != nil {
 				return 0, fmt.Errorf("fsm: restore: %w", err)
 			}
@@ -267,6 +282,23 @@ func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {
 			return fail(fmt.Errorf("%w: unknown record tag %q", ErrBadSnapshot, tag))
 		}
 	}
+}
+
+// checkRestored checks, before anything is swapped in, that a restored
+// database records the header's index and a storage format this build
+// reads.
+func checkRestored(tx *bolt.Tx, index uint64) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return fmt.Errorf("%w: no meta bucket", ErrBadSnapshot)
+	}
+	if got := readU64(meta.Get(metaApplied)); got != index {
+		return fmt.Errorf("%w: state records index %d, header says %d", ErrBadSnapshot, got, index)
+	}
+	if v := meta.Get(metaFormat); len(v) != 4 || binary.BigEndian.Uint32(v) != storageFormat {
+		return fmt.Errorf("%w: storage format %x, this build reads %d", ErrBadSnapshot, v, storageFormat)
+	}
+	return nil
 }
 
 // crcReader hashes the bytes its callers consume.

@@ -9,6 +9,7 @@ package cairnv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -36,8 +37,12 @@ type ResponseHeader struct {
 	// follower, the milliseconds since it last heard from the leader; 0 when
 	// served by the leader or linearizably.
 	LastLeaderContactMs int64 `protobuf:"varint,4,opt,name=last_leader_contact_ms,json=lastLeaderContactMs,proto3" json:"last_leader_contact_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// replayed is set on a write whose request_id was already applied
+	// within the retention window: the response is the first one's, and
+	// nothing was applied again.
+	Replayed      bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResponseHeader) Reset() {
@@ -98,16 +103,139 @@ func (x *ResponseHeader) GetLastLeaderContactMs() int64 {
 	return 0
 }
 
+func (x *ResponseHeader) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// KeyValue is one stored key. Exactly one of value (a JSON document) and
+// binary_value (opaque bytes, base64 in JSON) is set.
+type KeyValue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Types that are valid to be assigned to Content:
+	//
+	//	*KeyValue_Value
+	//	*KeyValue_BinaryValue
+	Content        isKeyValue_Content `protobuf_oneof:"content"`
+	CreateRevision uint64             `protobuf:"varint,4,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
+	ModRevision    uint64             `protobuf:"varint,5,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *KeyValue) Reset() {
+	*x = KeyValue{}
+	mi := &file_cairn_v1_common_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyValue) ProtoMessage() {}
+
+func (x *KeyValue) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_common_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
+func (*KeyValue) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_common_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *KeyValue) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyValue) GetContent() isKeyValue_Content {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+func (x *KeyValue) GetValue() *structpb.Value {
+	if x != nil {
+		if x, ok := x.Content.(*KeyValue_Value); ok {
+			return x.Value
+		}
+	}
+	return nil
+}
+
+func (x *KeyValue) GetBinaryValue() []byte {
+	if x != nil {
+		if x, ok := x.Content.(*KeyValue_BinaryValue); ok {
+			return x.BinaryValue
+		}
+	}
+	return nil
+}
+
+func (x *KeyValue) GetCreateRevision() uint64 {
+	if x != nil {
+		return x.CreateRevision
+	}
+	return 0
+}
+
+func (x *KeyValue) GetModRevision() uint64 {
+	if x != nil {
+		return x.ModRevision
+	}
+	return 0
+}
+
+type isKeyValue_Content interface {
+	isKeyValue_Content()
+}
+
+type KeyValue_Value struct {
+	Value *structpb.Value `protobuf:"bytes,2,opt,name=value,proto3,oneof"`
+}
+
+type KeyValue_BinaryValue struct {
+	BinaryValue []byte `protobuf:"bytes,3,opt,name=binary_value,json=binaryValue,proto3,oneof"`
+}
+
+func (*KeyValue_Value) isKeyValue_Content() {}
+
+func (*KeyValue_BinaryValue) isKeyValue_Content() {}
+
 var File_cairn_v1_common_proto protoreflect.FileDescriptor
 
 const file_cairn_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x15cairn/v1/common.proto\x12\bcairn.v1\"\x9c\x01\n" +
+	"\x15cairn/v1/common.proto\x12\bcairn.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xb8\x01\n" +
 	"\x0eResponseHeader\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12 \n" +
 	"\vconsistency\x18\x03 \x01(\tR\vconsistency\x123\n" +
-	"\x16last_leader_contact_ms\x18\x04 \x01(\x03R\x13lastLeaderContactMsB/Z-github.com/cairndb/cairn/api/cairn/v1;cairnv1b\x06proto3"
+	"\x16last_leader_contact_ms\x18\x04 \x01(\x03R\x13lastLeaderContactMs\x12\x1a\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\"\xc8\x01\n" +
+	"\bKeyValue\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
+	"\x05value\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x05value\x12#\n" +
+	"\fbinary_value\x18\x03 \x01(\fH\x00R\vbinaryValue\x12'\n" +
+	"\x0fcreate_revision\x18\x04 \x01(\x04R\x0ecreateRevision\x12!\n" +
+	"\fmod_revision\x18\x05 \x01(\x04R\vmodRevisionB\t\n" +
+	"\acontentB/Z-github.com/cairndb/cairn/api/cairn/v1;cairnv1b\x06proto3"
 
 var (
 	file_cairn_v1_common_proto_rawDescOnce sync.Once
@@ -121,16 +249,19 @@ func file_cairn_v1_common_proto_rawDescGZIP() []byte {
 	return file_cairn_v1_common_proto_rawDescData
 }
 
-var file_cairn_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_cairn_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_cairn_v1_common_proto_goTypes = []any{
 	(*ResponseHeader)(nil), // 0: cairn.v1.ResponseHeader
+	(*KeyValue)(nil),       // 1: cairn.v1.KeyValue
+	(*structpb.Value)(nil), // 2: google.protobuf.Value
 }
 var file_cairn_v1_common_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	2, // 0: cairn.v1.KeyValue.value:type_name -> google.protobuf.Value
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_cairn_v1_common_proto_init() }
@@ -138,13 +269,17 @@ func file_cairn_v1_common_proto_init() {
 	if File_cairn_v1_common_proto != nil {
 		return
 	}
+	file_cairn_v1_common_proto_msgTypes[1].OneofWrappers = []any{
+		(*KeyValue_Value)(nil),
+		(*KeyValue_BinaryValue)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_v1_common_proto_rawDesc), len(file_cairn_v1_common_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

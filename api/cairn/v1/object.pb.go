@@ -23,114 +23,6 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// KeyValue is one stored key. Exactly one of value (a JSON document) and
-// binary_value (opaque bytes, base64 in JSON) is set.
-type KeyValue struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// Types that are valid to be assigned to Content:
-	//
-	//	*KeyValue_Value
-	//	*KeyValue_BinaryValue
-	Content        isKeyValue_Content `protobuf_oneof:"content"`
-	CreateRevision uint64             `protobuf:"varint,4,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
-	ModRevision    uint64             `protobuf:"varint,5,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
-}
-
-func (x *KeyValue) Reset() {
-	*x = KeyValue{}
-	mi := &file_cairn_v1_object_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *KeyValue) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*KeyValue) ProtoMessage() {}
-
-func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
-func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *KeyValue) GetKey() string {
-	if x != nil {
-		return x.Key
-	}
-	return ""
-}
-
-func (x *KeyValue) GetContent() isKeyValue_Content {
-	if x != nil {
-		return x.Content
-	}
-	return nil
-}
-
-func (x *KeyValue) GetValue() *structpb.Value {
-	if x != nil {
-		if x, ok := x.Content.(*KeyValue_Value); ok {
-			return x.Value
-		}
-	}
-	return nil
-}
-
-func (x *KeyValue) GetBinaryValue() []byte {
-	if x != nil {
-		if x, ok := x.Content.(*KeyValue_BinaryValue); ok {
-			return x.BinaryValue
-		}
-	}
-	return nil
-}
-
-func (x *KeyValue) GetCreateRevision() uint64 {
-	if x != nil {
-		return x.CreateRevision
-	}
-	return 0
-}
-
-func (x *KeyValue) GetModRevision() uint64 {
-	if x != nil {
-		return x.ModRevision
-	}
-	return 0
-}
-
-type isKeyValue_Content interface {
-	isKeyValue_Content()
-}
-
-type KeyValue_Value struct {
-	Value *structpb.Value `protobuf:"bytes,2,opt,name=value,proto3,oneof"`
-}
-
-type KeyValue_BinaryValue struct {
-	BinaryValue []byte `protobuf:"bytes,3,opt,name=binary_value,json=binaryValue,proto3,oneof"`
-}
-
-func (*KeyValue_Value) isKeyValue_Content() {}
-
-func (*KeyValue_BinaryValue) isKeyValue_Content() {}
-
 // ObjectInfo describes an object.
 type ObjectInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -149,7 +41,7 @@ type ObjectInfo struct {
 
 func (x *ObjectInfo) Reset() {
 	*x = ObjectInfo{}
-	mi := &file_cairn_v1_object_proto_msgTypes[1]
+	mi := &file_cairn_v1_object_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -161,7 +53,7 @@ func (x *ObjectInfo) String() string {
 func (*ObjectInfo) ProtoMessage() {}
 
 func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[1]
+	mi := &file_cairn_v1_object_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -174,7 +66,7 @@ func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
 func (*ObjectInfo) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{1}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *ObjectInfo) GetName() string {
@@ -233,7 +125,7 @@ type ListObjectsRequest struct {
 
 func (x *ListObjectsRequest) Reset() {
 	*x = ListObjectsRequest{}
-	mi := &file_cairn_v1_object_proto_msgTypes[2]
+	mi := &file_cairn_v1_object_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +137,7 @@ func (x *ListObjectsRequest) String() string {
 func (*ListObjectsRequest) ProtoMessage() {}
 
 func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[2]
+	mi := &file_cairn_v1_object_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +150,7 @@ func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{2}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ListObjectsRequest) GetNamespace() string {
@@ -308,7 +200,7 @@ type ListObjectsResponse struct {
 
 func (x *ListObjectsResponse) Reset() {
 	*x = ListObjectsResponse{}
-	mi := &file_cairn_v1_object_proto_msgTypes[3]
+	mi := &file_cairn_v1_object_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +212,7 @@ func (x *ListObjectsResponse) String() string {
 func (*ListObjectsResponse) ProtoMessage() {}
 
 func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[3]
+	mi := &file_cairn_v1_object_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +225,7 @@ func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListObjectsResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{3}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ListObjectsResponse) GetHeader() *ResponseHeader {
@@ -368,7 +260,7 @@ type GetObjectRequest struct {
 
 func (x *GetObjectRequest) Reset() {
 	*x = GetObjectRequest{}
-	mi := &file_cairn_v1_object_proto_msgTypes[4]
+	mi := &file_cairn_v1_object_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +272,7 @@ func (x *GetObjectRequest) String() string {
 func (*GetObjectRequest) ProtoMessage() {}
 
 func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[4]
+	mi := &file_cairn_v1_object_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +285,7 @@ func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetObjectRequest.ProtoReflect.Descriptor instead.
 func (*GetObjectRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{4}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetObjectRequest) GetNamespace() string {
@@ -427,7 +319,7 @@ type GetObjectResponse struct {
 
 func (x *GetObjectResponse) Reset() {
 	*x = GetObjectResponse{}
-	mi := &file_cairn_v1_object_proto_msgTypes[5]
+	mi := &file_cairn_v1_object_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +331,7 @@ func (x *GetObjectResponse) String() string {
 func (*GetObjectResponse) ProtoMessage() {}
 
 func (x *GetObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[5]
+	mi := &file_cairn_v1_object_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +344,7 @@ func (x *GetObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetObjectResponse.ProtoReflect.Descriptor instead.
 func (*GetObjectResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{5}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetObjectResponse) GetHeader() *ResponseHeader {
@@ -480,7 +372,7 @@ type DeleteObjectRequest struct {
 
 func (x *DeleteObjectRequest) Reset() {
 	*x = DeleteObjectRequest{}
-	mi := &file_cairn_v1_object_proto_msgTypes[6]
+	mi := &file_cairn_v1_object_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +384,7 @@ func (x *DeleteObjectRequest) String() string {
 func (*DeleteObjectRequest) ProtoMessage() {}
 
 func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[6]
+	mi := &file_cairn_v1_object_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +397,7 @@ func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteObjectRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{6}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteObjectRequest) GetNamespace() string {
@@ -539,7 +431,7 @@ type DeleteObjectResponse struct {
 
 func (x *DeleteObjectResponse) Reset() {
 	*x = DeleteObjectResponse{}
-	mi := &file_cairn_v1_object_proto_msgTypes[7]
+	mi := &file_cairn_v1_object_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +443,7 @@ func (x *DeleteObjectResponse) String() string {
 func (*DeleteObjectResponse) ProtoMessage() {}
 
 func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[7]
+	mi := &file_cairn_v1_object_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +456,7 @@ func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectResponse.ProtoReflect.Descriptor instead.
 func (*DeleteObjectResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{7}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteObjectResponse) GetHeader() *ResponseHeader {
@@ -593,7 +485,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_cairn_v1_object_proto_msgTypes[8]
+	mi := &file_cairn_v1_object_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +497,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[8]
+	mi := &file_cairn_v1_object_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +510,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{8}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetKeyRequest) GetNamespace() string {
@@ -667,7 +559,7 @@ type GetKeyResponse struct {
 
 func (x *GetKeyResponse) Reset() {
 	*x = GetKeyResponse{}
-	mi := &file_cairn_v1_object_proto_msgTypes[9]
+	mi := &file_cairn_v1_object_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +571,7 @@ func (x *GetKeyResponse) String() string {
 func (*GetKeyResponse) ProtoMessage() {}
 
 func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[9]
+	mi := &file_cairn_v1_object_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +584,7 @@ func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{9}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetKeyResponse) GetKey() string {
@@ -773,15 +665,19 @@ type PutKeyRequest struct {
 	//
 	//	*PutKeyRequest_Value
 	//	*PutKeyRequest_BinaryValue
-	Content       isPutKeyRequest_Content `protobuf_oneof:"content"`
-	RequestId     string                  `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Content   isPutKeyRequest_Content `protobuf_oneof:"content"`
+	RequestId string                  `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// expected_mod_revision, when set, makes the put conditional: it happens
+	// only if the key's mod_revision equals it (0: the key must not exist);
+	// otherwise FAILED_PRECONDITION (HTTP 412) and nothing changes.
+	ExpectedModRevision *uint64 `protobuf:"varint,7,opt,name=expected_mod_revision,json=expectedModRevision,proto3,oneof" json:"expected_mod_revision,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *PutKeyRequest) Reset() {
 	*x = PutKeyRequest{}
-	mi := &file_cairn_v1_object_proto_msgTypes[10]
+	mi := &file_cairn_v1_object_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +689,7 @@ func (x *PutKeyRequest) String() string {
 func (*PutKeyRequest) ProtoMessage() {}
 
 func (x *PutKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[10]
+	mi := &file_cairn_v1_object_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +702,7 @@ func (x *PutKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutKeyRequest.ProtoReflect.Descriptor instead.
 func (*PutKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{10}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PutKeyRequest) GetNamespace() string {
@@ -862,6 +758,13 @@ func (x *PutKeyRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *PutKeyRequest) GetExpectedModRevision() uint64 {
+	if x != nil && x.ExpectedModRevision != nil {
+		return *x.ExpectedModRevision
+	}
+	return 0
+}
+
 type isPutKeyRequest_Content interface {
 	isPutKeyRequest_Content()
 }
@@ -893,7 +796,7 @@ type PutKeyResponse struct {
 
 func (x *PutKeyResponse) Reset() {
 	*x = PutKeyResponse{}
-	mi := &file_cairn_v1_object_proto_msgTypes[11]
+	mi := &file_cairn_v1_object_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +808,7 @@ func (x *PutKeyResponse) String() string {
 func (*PutKeyResponse) ProtoMessage() {}
 
 func (x *PutKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[11]
+	mi := &file_cairn_v1_object_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +821,7 @@ func (x *PutKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutKeyResponse.ProtoReflect.Descriptor instead.
 func (*PutKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{11}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PutKeyResponse) GetHeader() *ResponseHeader {
@@ -943,18 +846,21 @@ func (x *PutKeyResponse) GetCreated() bool {
 }
 
 type DeleteKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Object        string                 `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	RequestId     string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Object    string                 `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	Key       string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	RequestId string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// expected_mod_revision, when set, makes the delete conditional, as for
+	// PutKeyRequest.
+	ExpectedModRevision *uint64 `protobuf:"varint,5,opt,name=expected_mod_revision,json=expectedModRevision,proto3,oneof" json:"expected_mod_revision,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *DeleteKeyRequest) Reset() {
 	*x = DeleteKeyRequest{}
-	mi := &file_cairn_v1_object_proto_msgTypes[12]
+	mi := &file_cairn_v1_object_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +872,7 @@ func (x *DeleteKeyRequest) String() string {
 func (*DeleteKeyRequest) ProtoMessage() {}
 
 func (x *DeleteKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[12]
+	mi := &file_cairn_v1_object_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +885,7 @@ func (x *DeleteKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteKeyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteKeyRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{12}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteKeyRequest) GetNamespace() string {
@@ -1010,6 +916,13 @@ func (x *DeleteKeyRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *DeleteKeyRequest) GetExpectedModRevision() uint64 {
+	if x != nil && x.ExpectedModRevision != nil {
+		return *x.ExpectedModRevision
+	}
+	return 0
+}
+
 type DeleteKeyResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Header   *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -1022,7 +935,7 @@ type DeleteKeyResponse struct {
 
 func (x *DeleteKeyResponse) Reset() {
 	*x = DeleteKeyResponse{}
-	mi := &file_cairn_v1_object_proto_msgTypes[13]
+	mi := &file_cairn_v1_object_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +947,7 @@ func (x *DeleteKeyResponse) String() string {
 func (*DeleteKeyResponse) ProtoMessage() {}
 
 func (x *DeleteKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[13]
+	mi := &file_cairn_v1_object_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +960,7 @@ func (x *DeleteKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteKeyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteKeyResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{13}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteKeyResponse) GetHeader() *ResponseHeader {
@@ -1097,7 +1010,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_cairn_v1_object_proto_msgTypes[14]
+	mi := &file_cairn_v1_object_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1022,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[14]
+	mi := &file_cairn_v1_object_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1035,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{14}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListKeysRequest) GetNamespace() string {
@@ -1214,7 +1127,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_cairn_v1_object_proto_msgTypes[15]
+	mi := &file_cairn_v1_object_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1139,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[15]
+	mi := &file_cairn_v1_object_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1152,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{15}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListKeysResponse) GetHeader() *ResponseHeader {
@@ -1276,7 +1189,7 @@ type BatchGetRequest struct {
 
 func (x *BatchGetRequest) Reset() {
 	*x = BatchGetRequest{}
-	mi := &file_cairn_v1_object_proto_msgTypes[16]
+	mi := &file_cairn_v1_object_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1201,7 @@ func (x *BatchGetRequest) String() string {
 func (*BatchGetRequest) ProtoMessage() {}
 
 func (x *BatchGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[16]
+	mi := &file_cairn_v1_object_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1214,7 @@ func (x *BatchGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{16}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BatchGetRequest) GetNamespace() string {
@@ -1343,7 +1256,7 @@ type BatchGetResponse struct {
 
 func (x *BatchGetResponse) Reset() {
 	*x = BatchGetResponse{}
-	mi := &file_cairn_v1_object_proto_msgTypes[17]
+	mi := &file_cairn_v1_object_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1268,7 @@ func (x *BatchGetResponse) String() string {
 func (*BatchGetResponse) ProtoMessage() {}
 
 func (x *BatchGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[17]
+	mi := &file_cairn_v1_object_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1281,7 @@ func (x *BatchGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{17}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BatchGetResponse) GetHeader() *ResponseHeader {
@@ -1400,7 +1313,7 @@ type KeyPut struct {
 
 func (x *KeyPut) Reset() {
 	*x = KeyPut{}
-	mi := &file_cairn_v1_object_proto_msgTypes[18]
+	mi := &file_cairn_v1_object_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1325,7 @@ func (x *KeyPut) String() string {
 func (*KeyPut) ProtoMessage() {}
 
 func (x *KeyPut) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[18]
+	mi := &file_cairn_v1_object_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1338,7 @@ func (x *KeyPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPut.ProtoReflect.Descriptor instead.
 func (*KeyPut) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{18}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KeyPut) GetKey() string {
@@ -1489,7 +1402,7 @@ type BatchWriteRequest struct {
 
 func (x *BatchWriteRequest) Reset() {
 	*x = BatchWriteRequest{}
-	mi := &file_cairn_v1_object_proto_msgTypes[19]
+	mi := &file_cairn_v1_object_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1414,7 @@ func (x *BatchWriteRequest) String() string {
 func (*BatchWriteRequest) ProtoMessage() {}
 
 func (x *BatchWriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[19]
+	mi := &file_cairn_v1_object_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1427,7 @@ func (x *BatchWriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchWriteRequest.ProtoReflect.Descriptor instead.
 func (*BatchWriteRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{19}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BatchWriteRequest) GetNamespace() string {
@@ -1566,7 +1479,7 @@ type BatchWriteResponse struct {
 
 func (x *BatchWriteResponse) Reset() {
 	*x = BatchWriteResponse{}
-	mi := &file_cairn_v1_object_proto_msgTypes[20]
+	mi := &file_cairn_v1_object_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1491,7 @@ func (x *BatchWriteResponse) String() string {
 func (*BatchWriteResponse) ProtoMessage() {}
 
 func (x *BatchWriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_object_proto_msgTypes[20]
+	mi := &file_cairn_v1_object_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1504,7 @@ func (x *BatchWriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchWriteResponse.ProtoReflect.Descriptor instead.
 func (*BatchWriteResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_object_proto_rawDescGZIP(), []int{20}
+	return file_cairn_v1_object_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BatchWriteResponse) GetHeader() *ResponseHeader {
@@ -1626,14 +1539,7 @@ var File_cairn_v1_object_proto protoreflect.FileDescriptor
 
 const file_cairn_v1_object_proto_rawDesc = "" +
 	"\n" +
-	"\x15cairn/v1/object.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xc8\x01\n" +
-	"\bKeyValue\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
-	"\x05value\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x05value\x12#\n" +
-	"\fbinary_value\x18\x03 \x01(\fH\x00R\vbinaryValue\x12'\n" +
-	"\x0fcreate_revision\x18\x04 \x01(\x04R\x0ecreateRevision\x12!\n" +
-	"\fmod_revision\x18\x05 \x01(\x04R\vmodRevisionB\t\n" +
-	"\acontent\"\xae\x01\n" +
+	"\x15cairn/v1/object.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x12cairn/v1/txn.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xae\x01\n" +
 	"\n" +
 	"ObjectInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -1680,7 +1586,7 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"\x0fcreate_revision\x18\x04 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x05 \x01(\x04R\vmodRevision\x120\n" +
 	"\x06header\x18\x06 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06headerB\t\n" +
-	"\acontent\"\xd6\x01\n" +
+	"\acontent\"\xa9\x02\n" +
 	"\rPutKeyRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\tR\x06object\x12\x10\n" +
@@ -1688,18 +1594,22 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"\x05value\x18\x04 \x01(\v2\x16.google.protobuf.ValueH\x00R\x05value\x12#\n" +
 	"\fbinary_value\x18\x05 \x01(\fH\x00R\vbinaryValue\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\tR\trequestIdB\t\n" +
-	"\acontent\"x\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\x127\n" +
+	"\x15expected_mod_revision\x18\a \x01(\x04H\x01R\x13expectedModRevision\x88\x01\x01B\t\n" +
+	"\acontentB\x18\n" +
+	"\x16_expected_mod_revision\"x\n" +
 	"\x0ePutKeyResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x18\n" +
-	"\acreated\x18\x03 \x01(\bR\acreated\"y\n" +
+	"\acreated\x18\x03 \x01(\bR\acreated\"\xcc\x01\n" +
 	"\x10DeleteKeyRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\tR\x06object\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03key\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"{\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x127\n" +
+	"\x15expected_mod_revision\x18\x05 \x01(\x04H\x00R\x13expectedModRevision\x88\x01\x01B\x18\n" +
+	"\x16_expected_mod_revision\"{\n" +
 	"\x11DeleteKeyResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x18\n" +
@@ -1747,7 +1657,8 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x18\n" +
 	"\acreated\x18\x03 \x01(\rR\acreated\x12\x18\n" +
-	"\adeleted\x18\x04 \x01(\rR\adeleted2\xa4\t\n" +
+	"\adeleted\x18\x04 \x01(\rR\adeleted2\x83\n" +
+	"\n" +
 	"\rObjectService\x12v\n" +
 	"\vListObjects\x12\x1c.cairn.v1.ListObjectsRequest\x1a\x1d.cairn.v1.ListObjectsResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/namespaces/{namespace}/objects\x12y\n" +
 	"\tGetObject\x12\x1a.cairn.v1.GetObjectRequest\x1a\x1b.cairn.v1.GetObjectResponse\"3\x82\xd3\xe4\x93\x02-\x12+/v1/namespaces/{namespace}/objects/{object}\x12\x82\x01\n" +
@@ -1756,7 +1667,8 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"\x06PutKey\x12\x17.cairn.v1.PutKeyRequest\x1a\x18.cairn.v1.PutKeyResponse\"D\x82\xd3\xe4\x93\x02>:\x01*\x1a9/v1/namespaces/{namespace}/objects/{object}/keys/{key=**}\x12\x87\x01\n" +
 	"\tDeleteKey\x12\x1a.cairn.v1.DeleteKeyRequest\x1a\x1b.cairn.v1.DeleteKeyResponse\"A\x82\xd3\xe4\x93\x02;*9/v1/namespaces/{namespace}/objects/{object}/keys/{key=**}\x12{\n" +
 	"\bListKeys\x12\x19.cairn.v1.ListKeysRequest\x1a\x1a.cairn.v1.ListKeysResponse\"8\x82\xd3\xe4\x93\x022\x120/v1/namespaces/{namespace}/objects/{object}/keys\x12\x82\x01\n" +
-	"\bBatchGet\x12\x19.cairn.v1.BatchGetRequest\x1a\x1a.cairn.v1.BatchGetResponse\"?\x82\xd3\xe4\x93\x029:\x01*\"4/v1/namespaces/{namespace}/objects/{object}:batchGet\x12\x8a\x01\n" +
+	"\bBatchGet\x12\x19.cairn.v1.BatchGetRequest\x1a\x1a.cairn.v1.BatchGetResponse\"?\x82\xd3\xe4\x93\x029:\x01*\"4/v1/namespaces/{namespace}/objects/{object}:batchGet\x12]\n" +
+	"\x03Txn\x12\x14.cairn.v1.TxnRequest\x1a\x15.cairn.v1.TxnResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/namespaces/{namespace}:txn\x12\x8a\x01\n" +
 	"\n" +
 	"BatchWrite\x12\x1b.cairn.v1.BatchWriteRequest\x1a\x1c.cairn.v1.BatchWriteResponse\"A\x82\xd3\xe4\x93\x02;:\x01*\"6/v1/namespaces/{namespace}/objects/{object}:batchWriteB/Z-github.com/cairndb/cairn/api/cairn/v1;cairnv1b\x06proto3"
 
@@ -1772,74 +1684,77 @@ func file_cairn_v1_object_proto_rawDescGZIP() []byte {
 	return file_cairn_v1_object_proto_rawDescData
 }
 
-var file_cairn_v1_object_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_cairn_v1_object_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_cairn_v1_object_proto_goTypes = []any{
-	(*KeyValue)(nil),             // 0: cairn.v1.KeyValue
-	(*ObjectInfo)(nil),           // 1: cairn.v1.ObjectInfo
-	(*ListObjectsRequest)(nil),   // 2: cairn.v1.ListObjectsRequest
-	(*ListObjectsResponse)(nil),  // 3: cairn.v1.ListObjectsResponse
-	(*GetObjectRequest)(nil),     // 4: cairn.v1.GetObjectRequest
-	(*GetObjectResponse)(nil),    // 5: cairn.v1.GetObjectResponse
-	(*DeleteObjectRequest)(nil),  // 6: cairn.v1.DeleteObjectRequest
-	(*DeleteObjectResponse)(nil), // 7: cairn.v1.DeleteObjectResponse
-	(*GetKeyRequest)(nil),        // 8: cairn.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),       // 9: cairn.v1.GetKeyResponse
-	(*PutKeyRequest)(nil),        // 10: cairn.v1.PutKeyRequest
-	(*PutKeyResponse)(nil),       // 11: cairn.v1.PutKeyResponse
-	(*DeleteKeyRequest)(nil),     // 12: cairn.v1.DeleteKeyRequest
-	(*DeleteKeyResponse)(nil),    // 13: cairn.v1.DeleteKeyResponse
-	(*ListKeysRequest)(nil),      // 14: cairn.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),     // 15: cairn.v1.ListKeysResponse
-	(*BatchGetRequest)(nil),      // 16: cairn.v1.BatchGetRequest
-	(*BatchGetResponse)(nil),     // 17: cairn.v1.BatchGetResponse
-	(*KeyPut)(nil),               // 18: cairn.v1.KeyPut
-	(*BatchWriteRequest)(nil),    // 19: cairn.v1.BatchWriteRequest
-	(*BatchWriteResponse)(nil),   // 20: cairn.v1.BatchWriteResponse
+	(*ObjectInfo)(nil),           // 0: cairn.v1.ObjectInfo
+	(*ListObjectsRequest)(nil),   // 1: cairn.v1.ListObjectsRequest
+	(*ListObjectsResponse)(nil),  // 2: cairn.v1.ListObjectsResponse
+	(*GetObjectRequest)(nil),     // 3: cairn.v1.GetObjectRequest
+	(*GetObjectResponse)(nil),    // 4: cairn.v1.GetObjectResponse
+	(*DeleteObjectRequest)(nil),  // 5: cairn.v1.DeleteObjectRequest
+	(*DeleteObjectResponse)(nil), // 6: cairn.v1.DeleteObjectResponse
+	(*GetKeyRequest)(nil),        // 7: cairn.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),       // 8: cairn.v1.GetKeyResponse
+	(*PutKeyRequest)(nil),        // 9: cairn.v1.PutKeyRequest
+	(*PutKeyResponse)(nil),       // 10: cairn.v1.PutKeyResponse
+	(*DeleteKeyRequest)(nil),     // 11: cairn.v1.DeleteKeyRequest
+	(*DeleteKeyResponse)(nil),    // 12: cairn.v1.DeleteKeyResponse
+	(*ListKeysRequest)(nil),      // 13: cairn.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),     // 14: cairn.v1.ListKeysResponse
+	(*BatchGetRequest)(nil),      // 15: cairn.v1.BatchGetRequest
+	(*BatchGetResponse)(nil),     // 16: cairn.v1.BatchGetResponse
+	(*KeyPut)(nil),               // 17: cairn.v1.KeyPut
+	(*BatchWriteRequest)(nil),    // 18: cairn.v1.BatchWriteRequest
+	(*BatchWriteResponse)(nil),   // 19: cairn.v1.BatchWriteResponse
+	(*ResponseHeader)(nil),       // 20: cairn.v1.ResponseHeader
 	(*structpb.Value)(nil),       // 21: google.protobuf.Value
-	(*ResponseHeader)(nil),       // 22: cairn.v1.ResponseHeader
+	(*KeyValue)(nil),             // 22: cairn.v1.KeyValue
+	(*TxnRequest)(nil),           // 23: cairn.v1.TxnRequest
+	(*TxnResponse)(nil),          // 24: cairn.v1.TxnResponse
 }
 var file_cairn_v1_object_proto_depIdxs = []int32{
-	21, // 0: cairn.v1.KeyValue.value:type_name -> google.protobuf.Value
-	22, // 1: cairn.v1.ListObjectsResponse.header:type_name -> cairn.v1.ResponseHeader
-	1,  // 2: cairn.v1.ListObjectsResponse.objects:type_name -> cairn.v1.ObjectInfo
-	22, // 3: cairn.v1.GetObjectResponse.header:type_name -> cairn.v1.ResponseHeader
-	1,  // 4: cairn.v1.GetObjectResponse.object:type_name -> cairn.v1.ObjectInfo
-	22, // 5: cairn.v1.DeleteObjectResponse.header:type_name -> cairn.v1.ResponseHeader
-	21, // 6: cairn.v1.GetKeyResponse.value:type_name -> google.protobuf.Value
-	22, // 7: cairn.v1.GetKeyResponse.header:type_name -> cairn.v1.ResponseHeader
-	21, // 8: cairn.v1.PutKeyRequest.value:type_name -> google.protobuf.Value
-	22, // 9: cairn.v1.PutKeyResponse.header:type_name -> cairn.v1.ResponseHeader
-	22, // 10: cairn.v1.DeleteKeyResponse.header:type_name -> cairn.v1.ResponseHeader
-	22, // 11: cairn.v1.ListKeysResponse.header:type_name -> cairn.v1.ResponseHeader
-	0,  // 12: cairn.v1.ListKeysResponse.kvs:type_name -> cairn.v1.KeyValue
-	22, // 13: cairn.v1.BatchGetResponse.header:type_name -> cairn.v1.ResponseHeader
-	0,  // 14: cairn.v1.BatchGetResponse.kvs:type_name -> cairn.v1.KeyValue
-	21, // 15: cairn.v1.KeyPut.value:type_name -> google.protobuf.Value
-	18, // 16: cairn.v1.BatchWriteRequest.puts:type_name -> cairn.v1.KeyPut
-	22, // 17: cairn.v1.BatchWriteResponse.header:type_name -> cairn.v1.ResponseHeader
-	2,  // 18: cairn.v1.ObjectService.ListObjects:input_type -> cairn.v1.ListObjectsRequest
-	4,  // 19: cairn.v1.ObjectService.GetObject:input_type -> cairn.v1.GetObjectRequest
-	6,  // 20: cairn.v1.ObjectService.DeleteObject:input_type -> cairn.v1.DeleteObjectRequest
-	8,  // 21: cairn.v1.ObjectService.GetKey:input_type -> cairn.v1.GetKeyRequest
-	10, // 22: cairn.v1.ObjectService.PutKey:input_type -> cairn.v1.PutKeyRequest
-	12, // 23: cairn.v1.ObjectService.DeleteKey:input_type -> cairn.v1.DeleteKeyRequest
-	14, // 24: cairn.v1.ObjectService.ListKeys:input_type -> cairn.v1.ListKeysRequest
-	16, // 25: cairn.v1.ObjectService.BatchGet:input_type -> cairn.v1.BatchGetRequest
-	19, // 26: cairn.v1.ObjectService.BatchWrite:input_type -> cairn.v1.BatchWriteRequest
-	3,  // 27: cairn.v1.ObjectService.ListObjects:output_type -> cairn.v1.ListObjectsResponse
-	5,  // 28: cairn.v1.ObjectService.GetObject:output_type -> cairn.v1.GetObjectResponse
-	7,  // 29: cairn.v1.ObjectService.DeleteObject:output_type -> cairn.v1.DeleteObjectResponse
-	9,  // 30: cairn.v1.ObjectService.GetKey:output_type -> cairn.v1.GetKeyResponse
-	11, // 31: cairn.v1.ObjectService.PutKey:output_type -> cairn.v1.PutKeyResponse
-	13, // 32: cairn.v1.ObjectService.DeleteKey:output_type -> cairn.v1.DeleteKeyResponse
-	15, // 33: cairn.v1.ObjectService.ListKeys:output_type -> cairn.v1.ListKeysResponse
-	17, // 34: cairn.v1.ObjectService.BatchGet:output_type -> cairn.v1.BatchGetResponse
-	20, // 35: cairn.v1.ObjectService.BatchWrite:output_type -> cairn.v1.BatchWriteResponse
-	27, // [27:36] is the sub-list for method output_type
-	18, // [18:27] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	20, // 0: cairn.v1.ListObjectsResponse.header:type_name -> cairn.v1.ResponseHeader
+	0,  // 1: cairn.v1.ListObjectsResponse.objects:type_name -> cairn.v1.ObjectInfo
+	20, // 2: cairn.v1.GetObjectResponse.header:type_name -> cairn.v1.ResponseHeader
+	0,  // 3: cairn.v1.GetObjectResponse.object:type_name -> cairn.v1.ObjectInfo
+	20, // 4: cairn.v1.DeleteObjectResponse.header:type_name -> cairn.v1.ResponseHeader
+	21, // 5: cairn.v1.GetKeyResponse.value:type_name -> google.protobuf.Value
+	20, // 6: cairn.v1.GetKeyResponse.header:type_name -> cairn.v1.ResponseHeader
+	21, // 7: cairn.v1.PutKeyRequest.value:type_name -> google.protobuf.Value
+	20, // 8: cairn.v1.PutKeyResponse.header:type_name -> cairn.v1.ResponseHeader
+	20, // 9: cairn.v1.DeleteKeyResponse.header:type_name -> cairn.v1.ResponseHeader
+	20, // 10: cairn.v1.ListKeysResponse.header:type_name -> cairn.v1.ResponseHeader
+	22, // 11: cairn.v1.ListKeysResponse.kvs:type_name -> cairn.v1.KeyValue
+	20, // 12: cairn.v1.BatchGetResponse.header:type_name -> cairn.v1.ResponseHeader
+	22, // 13: cairn.v1.BatchGetResponse.kvs:type_name -> cairn.v1.KeyValue
+	21, // 14: cairn.v1.KeyPut.value:type_name -> google.protobuf.Value
+	17, // 15: cairn.v1.BatchWriteRequest.puts:type_name -> cairn.v1.KeyPut
+	20, // 16: cairn.v1.BatchWriteResponse.header:type_name -> cairn.v1.ResponseHeader
+	1,  // 17: cairn.v1.ObjectService.ListObjects:input_type -> cairn.v1.ListObjectsRequest
+	3,  // 18: cairn.v1.ObjectService.GetObject:input_type -> cairn.v1.GetObjectRequest
+	5,  // 19: cairn.v1.ObjectService.DeleteObject:input_type -> cairn.v1.DeleteObjectRequest
+	7,  // 20: cairn.v1.ObjectService.GetKey:input_type -> cairn.v1.GetKeyRequest
+	9,  // 21: cairn.v1.ObjectService.PutKey:input_type -> cairn.v1.PutKeyRequest
+	11, // 22: cairn.v1.ObjectService.DeleteKey:input_type -> cairn.v1.DeleteKeyRequest
+	13, // 23: cairn.v1.ObjectService.ListKeys:input_type -> cairn.v1.ListKeysRequest
+	15, // 24: cairn.v1.ObjectService.BatchGet:input_type -> cairn.v1.BatchGetRequest
+	23, // 25: cairn.v1.ObjectService.Txn:input_type -> cairn.v1.TxnRequest
+	18, // 26: cairn.v1.ObjectService.BatchWrite:input_type -> cairn.v1.BatchWriteRequest
+	2,  // 27: cairn.v1.ObjectService.ListObjects:output_type -> cairn.v1.ListObjectsResponse
+	4,  // 28: cairn.v1.ObjectService.GetObject:output_type -> cairn.v1.GetObjectResponse
+	6,  // 29: cairn.v1.ObjectService.DeleteObject:output_type -> cairn.v1.DeleteObjectResponse
+	8,  // 30: cairn.v1.ObjectService.GetKey:output_type -> cairn.v1.GetKeyResponse
+	10, // 31: cairn.v1.ObjectService.PutKey:output_type -> cairn.v1.PutKeyResponse
+	12, // 32: cairn.v1.ObjectService.DeleteKey:output_type -> cairn.v1.DeleteKeyResponse
+	14, // 33: cairn.v1.ObjectService.ListKeys:output_type -> cairn.v1.ListKeysResponse
+	16, // 34: cairn.v1.ObjectService.BatchGet:output_type -> cairn.v1.BatchGetResponse
+	24, // 35: cairn.v1.ObjectService.Txn:output_type -> cairn.v1.TxnResponse
+	19, // 36: cairn.v1.ObjectService.BatchWrite:output_type -> cairn.v1.BatchWriteResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_cairn_v1_object_proto_init() }
@@ -1848,19 +1763,17 @@ func file_cairn_v1_object_proto_init() {
 		return
 	}
 	file_cairn_v1_common_proto_init()
-	file_cairn_v1_object_proto_msgTypes[0].OneofWrappers = []any{
-		(*KeyValue_Value)(nil),
-		(*KeyValue_BinaryValue)(nil),
-	}
-	file_cairn_v1_object_proto_msgTypes[9].OneofWrappers = []any{
+	file_cairn_v1_txn_proto_init()
+	file_cairn_v1_object_proto_msgTypes[8].OneofWrappers = []any{
 		(*GetKeyResponse_Value)(nil),
 		(*GetKeyResponse_BinaryValue)(nil),
 	}
-	file_cairn_v1_object_proto_msgTypes[10].OneofWrappers = []any{
+	file_cairn_v1_object_proto_msgTypes[9].OneofWrappers = []any{
 		(*PutKeyRequest_Value)(nil),
 		(*PutKeyRequest_BinaryValue)(nil),
 	}
-	file_cairn_v1_object_proto_msgTypes[18].OneofWrappers = []any{
+	file_cairn_v1_object_proto_msgTypes[11].OneofWrappers = []any{}
+	file_cairn_v1_object_proto_msgTypes[17].OneofWrappers = []any{
 		(*KeyPut_Value)(nil),
 		(*KeyPut_BinaryValue)(nil),
 	}
@@ -1870,7 +1783,7 @@ func file_cairn_v1_object_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_v1_object_proto_rawDesc), len(file_cairn_v1_object_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	ObjectService_DeleteKey_FullMethodName    = "/cairn.v1.ObjectService/DeleteKey"
 	ObjectService_ListKeys_FullMethodName     = "/cairn.v1.ObjectService/ListKeys"
 	ObjectService_BatchGet_FullMethodName     = "/cairn.v1.ObjectService/BatchGet"
+	ObjectService_Txn_FullMethodName          = "/cairn.v1.ObjectService/Txn"
 	ObjectService_BatchWrite_FullMethodName   = "/cairn.v1.ObjectService/BatchWrite"
 )
 
@@ -52,6 +53,9 @@ type ObjectServiceClient interface {
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
 	// BatchGet reads up to 128 keys of one object.
 	BatchGet(ctx context.Context, in *BatchGetRequest, opts ...grpc.CallOption) (*BatchGetResponse, error)
+	// Txn runs a conditional transaction over keys of one or more objects of
+	// a namespace, atomically.
+	Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOption) (*TxnResponse, error)
 	// BatchWrite puts and deletes up to 128 keys of one object atomically.
 	BatchWrite(ctx context.Context, in *BatchWriteRequest, opts ...grpc.CallOption) (*BatchWriteResponse, error)
 }
@@ -144,6 +148,16 @@ func (c *objectServiceClient) BatchGet(ctx context.Context, in *BatchGetRequest,
 	return out, nil
 }
 
+func (c *objectServiceClient) Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOption) (*TxnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnResponse)
+	err := c.cc.Invoke(ctx, ObjectService_Txn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *objectServiceClient) BatchWrite(ctx context.Context, in *BatchWriteRequest, opts ...grpc.CallOption) (*BatchWriteResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BatchWriteResponse)
@@ -176,6 +190,9 @@ type ObjectServiceServer interface {
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
 	// BatchGet reads up to 128 keys of one object.
 	BatchGet(context.Context, *BatchGetRequest) (*BatchGetResponse, error)
+	// Txn runs a conditional transaction over keys of one or more objects of
+	// a namespace, atomically.
+	Txn(context.Context, *TxnRequest) (*TxnResponse, error)
 	// BatchWrite puts and deletes up to 128 keys of one object atomically.
 	BatchWrite(context.Context, *BatchWriteRequest) (*BatchWriteResponse, error)
 	mustEmbedUnimplementedObjectServiceServer()
@@ -211,6 +228,9 @@ func (UnimplementedObjectServiceServer) ListKeys(context.Context, *ListKeysReque
 }
 func (UnimplementedObjectServiceServer) BatchGet(context.Context, *BatchGetRequest) (*BatchGetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchGet not implemented")
+}
+func (UnimplementedObjectServiceServer) Txn(context.Context, *TxnRequest) (*TxnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Txn not implemented")
 }
 func (UnimplementedObjectServiceServer) BatchWrite(context.Context, *BatchWriteRequest) (*BatchWriteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchWrite not implemented")
@@ -380,6 +400,24 @@ func _ObjectService_BatchGet_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ObjectService_Txn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ObjectServiceServer).Txn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ObjectService_Txn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ObjectServiceServer).Txn(ctx, req.(*TxnRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ObjectService_BatchWrite_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(BatchWriteRequest)
 	if err := dec(in); err != nil {
@@ -436,6 +474,10 @@ var ObjectService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BatchGet",
 			Handler:    _ObjectService_BatchGet_Handler,
+		},
+		{
+			MethodName: "Txn",
+			Handler:    _ObjectService_Txn_Handler,
 		},
 		{
 			MethodName: "BatchWrite",

@@ -79,6 +79,129 @@ func (ValueEncoding) EnumDescriptor() ([]byte, []int) {
 	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{0}
 }
 
+// CompareTarget is what a compare looks at.
+type CompareTarget int32
+
+const (
+	CompareTarget_COMPARE_TARGET_UNSPECIFIED CompareTarget = 0
+	// COMPARE_TARGET_MOD_REVISION: the key's mod_revision (0 when missing).
+	CompareTarget_COMPARE_TARGET_MOD_REVISION CompareTarget = 1
+	// COMPARE_TARGET_CREATE_REVISION: the key's create_revision (0 when
+	// missing).
+	CompareTarget_COMPARE_TARGET_CREATE_REVISION CompareTarget = 2
+	// COMPARE_TARGET_VALUE: the key's value and encoding (EQUAL, NOT_EQUAL).
+	CompareTarget_COMPARE_TARGET_VALUE CompareTarget = 3
+	// COMPARE_TARGET_EXISTS: whether the key exists (EQUAL: exists,
+	// NOT_EQUAL: missing).
+	CompareTarget_COMPARE_TARGET_EXISTS CompareTarget = 4
+	// COMPARE_TARGET_OBJECT_REVISION: the object's revision (0 when it has
+	// no state).
+	CompareTarget_COMPARE_TARGET_OBJECT_REVISION CompareTarget = 5
+)
+
+// Enum value maps for CompareTarget.
+var (
+	CompareTarget_name = map[int32]string{
+		0: "COMPARE_TARGET_UNSPECIFIED",
+		1: "COMPARE_TARGET_MOD_REVISION",
+		2: "COMPARE_TARGET_CREATE_REVISION",
+		3: "COMPARE_TARGET_VALUE",
+		4: "COMPARE_TARGET_EXISTS",
+		5: "COMPARE_TARGET_OBJECT_REVISION",
+	}
+	CompareTarget_value = map[string]int32{
+		"COMPARE_TARGET_UNSPECIFIED":     0,
+		"COMPARE_TARGET_MOD_REVISION":    1,
+		"COMPARE_TARGET_CREATE_REVISION": 2,
+		"COMPARE_TARGET_VALUE":           3,
+		"COMPARE_TARGET_EXISTS":          4,
+		"COMPARE_TARGET_OBJECT_REVISION": 5,
+	}
+)
+
+func (x CompareTarget) Enum() *CompareTarget {
+	p := new(CompareTarget)
+	*p = x
+	return p
+}
+
+func (x CompareTarget) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CompareTarget) Descriptor() protoreflect.EnumDescriptor {
+	return file_cairn_raftcmd_v1_command_proto_enumTypes[1].Descriptor()
+}
+
+func (CompareTarget) Type() protoreflect.EnumType {
+	return &file_cairn_raftcmd_v1_command_proto_enumTypes[1]
+}
+
+func (x CompareTarget) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CompareTarget.Descriptor instead.
+func (CompareTarget) EnumDescriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+// Relation is how a compare relates the target to the given value.
+type Relation int32
+
+const (
+	Relation_RELATION_UNSPECIFIED Relation = 0
+	Relation_RELATION_EQUAL       Relation = 1
+	Relation_RELATION_NOT_EQUAL   Relation = 2
+	Relation_RELATION_LESS        Relation = 3
+	Relation_RELATION_GREATER     Relation = 4
+)
+
+// Enum value maps for Relation.
+var (
+	Relation_name = map[int32]string{
+		0: "RELATION_UNSPECIFIED",
+		1: "RELATION_EQUAL",
+		2: "RELATION_NOT_EQUAL",
+		3: "RELATION_LESS",
+		4: "RELATION_GREATER",
+	}
+	Relation_value = map[string]int32{
+		"RELATION_UNSPECIFIED": 0,
+		"RELATION_EQUAL":       1,
+		"RELATION_NOT_EQUAL":   2,
+		"RELATION_LESS":        3,
+		"RELATION_GREATER":     4,
+	}
+)
+
+func (x Relation) Enum() *Relation {
+	p := new(Relation)
+	*p = x
+	return p
+}
+
+func (x Relation) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Relation) Descriptor() protoreflect.EnumDescriptor {
+	return file_cairn_raftcmd_v1_command_proto_enumTypes[2].Descriptor()
+}
+
+func (Relation) Type() protoreflect.EnumType {
+	return &file_cairn_raftcmd_v1_command_proto_enumTypes[2]
+}
+
+func (x Relation) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Relation.Descriptor instead.
+func (Relation) EnumDescriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{2}
+}
+
 // Command is the envelope of every log entry the FSM applies.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -90,6 +213,10 @@ type Command struct {
 	TimeUnixMs int64 `protobuf:"varint,2,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
 	// request_id is the caller's idempotency key, empty when none was given.
 	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// request_retention_ms is how long, in log time, the FSM remembers the
+	// result of a command with a request_id. Stamped by the leader from its
+	// configuration, so every replica keeps the same window.
+	RequestRetentionMs int64 `protobuf:"varint,4,opt,name=request_retention_ms,json=requestRetentionMs,proto3" json:"request_retention_ms,omitempty"`
 	// op is the one operation this entry carries. An entry whose op is unset
 	// (for example because it uses a field this node does not know) stops
 	// the node.
@@ -102,6 +229,7 @@ type Command struct {
 	//	*Command_DeleteObject
 	//	*Command_SetMember
 	//	*Command_RemoveMember
+	//	*Command_Txn
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -156,6 +284,13 @@ func (x *Command) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *Command) GetRequestRetentionMs() int64 {
+	if x != nil {
+		return x.RequestRetentionMs
+	}
+	return 0
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -219,6 +354,15 @@ func (x *Command) GetRemoveMember() *RemoveMember {
 	return nil
 }
 
+func (x *Command) GetTxn() *Txn {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Txn); ok {
+			return x.Txn
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -247,6 +391,10 @@ type Command_RemoveMember struct {
 	RemoveMember *RemoveMember `protobuf:"bytes,15,opt,name=remove_member,json=removeMember,proto3,oneof"`
 }
 
+type Command_Txn struct {
+	Txn *Txn `protobuf:"bytes,16,opt,name=txn,proto3,oneof"`
+}
+
 func (*Command_PutNamespace) isCommand_Op() {}
 
 func (*Command_DeleteNamespace) isCommand_Op() {}
@@ -258,6 +406,8 @@ func (*Command_DeleteObject) isCommand_Op() {}
 func (*Command_SetMember) isCommand_Op() {}
 
 func (*Command_RemoveMember) isCommand_Op() {}
+
+func (*Command_Txn) isCommand_Op() {}
 
 // NamespaceSettings are the replicated settings of a namespace.
 type NamespaceSettings struct {
@@ -833,6 +983,1067 @@ func (x *Namespace) GetObjectCount() uint64 {
 	return 0
 }
 
+// Txn is a conditional multi-object transaction within one namespace:
+// if every compare holds, the success ops run, else the failure ops, in
+// order, atomically.
+type Txn struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Compares      []*Compare             `protobuf:"bytes,2,rep,name=compares,proto3" json:"compares,omitempty"`
+	Success       []*TxnOp               `protobuf:"bytes,3,rep,name=success,proto3" json:"success,omitempty"`
+	Failure       []*TxnOp               `protobuf:"bytes,4,rep,name=failure,proto3" json:"failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Txn) Reset() {
+	*x = Txn{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Txn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Txn) ProtoMessage() {}
+
+func (x *Txn) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Txn.ProtoReflect.Descriptor instead.
+func (*Txn) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Txn) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Txn) GetCompares() []*Compare {
+	if x != nil {
+		return x.Compares
+	}
+	return nil
+}
+
+func (x *Txn) GetSuccess() []*TxnOp {
+	if x != nil {
+		return x.Success
+	}
+	return nil
+}
+
+func (x *Txn) GetFailure() []*TxnOp {
+	if x != nil {
+		return x.Failure
+	}
+	return nil
+}
+
+// Compare is one condition of a Txn.
+type Compare struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Target        CompareTarget          `protobuf:"varint,3,opt,name=target,proto3,enum=cairn.raftcmd.v1.CompareTarget" json:"target,omitempty"`
+	Relation      Relation               `protobuf:"varint,4,opt,name=relation,proto3,enum=cairn.raftcmd.v1.Relation" json:"relation,omitempty"`
+	Revision      uint64                 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	Value         []byte                 `protobuf:"bytes,6,opt,name=value,proto3" json:"value,omitempty"`
+	Encoding      ValueEncoding          `protobuf:"varint,7,opt,name=encoding,proto3,enum=cairn.raftcmd.v1.ValueEncoding" json:"encoding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Compare) Reset() {
+	*x = Compare{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compare) ProtoMessage() {}
+
+func (x *Compare) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compare.ProtoReflect.Descriptor instead.
+func (*Compare) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Compare) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *Compare) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Compare) GetTarget() CompareTarget {
+	if x != nil {
+		return x.Target
+	}
+	return CompareTarget_COMPARE_TARGET_UNSPECIFIED
+}
+
+func (x *Compare) GetRelation() Relation {
+	if x != nil {
+		return x.Relation
+	}
+	return Relation_RELATION_UNSPECIFIED
+}
+
+func (x *Compare) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Compare) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *Compare) GetEncoding() ValueEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return ValueEncoding_VALUE_ENCODING_UNSPECIFIED
+}
+
+// TxnOp is one operation of a Txn.
+type TxnOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*TxnOp_Put
+	//	*TxnOp_Delete
+	//	*TxnOp_DeleteRange
+	//	*TxnOp_Get
+	//	*TxnOp_List
+	Op            isTxnOp_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOp) Reset() {
+	*x = TxnOp{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOp) ProtoMessage() {}
+
+func (x *TxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
+func (*TxnOp) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TxnOp) GetOp() isTxnOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *TxnOp) GetPut() *TxnPut {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetDelete() *TxnDelete {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetDeleteRange() *TxnDeleteRange {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_DeleteRange); ok {
+			return x.DeleteRange
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetGet() *TxnGet {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetList() *TxnList {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_List); ok {
+			return x.List
+		}
+	}
+	return nil
+}
+
+type isTxnOp_Op interface {
+	isTxnOp_Op()
+}
+
+type TxnOp_Put struct {
+	Put *TxnPut `protobuf:"bytes,1,opt,name=put,proto3,oneof"`
+}
+
+type TxnOp_Delete struct {
+	Delete *TxnDelete `protobuf:"bytes,2,opt,name=delete,proto3,oneof"`
+}
+
+type TxnOp_DeleteRange struct {
+	DeleteRange *TxnDeleteRange `protobuf:"bytes,3,opt,name=delete_range,json=deleteRange,proto3,oneof"`
+}
+
+type TxnOp_Get struct {
+	Get *TxnGet `protobuf:"bytes,4,opt,name=get,proto3,oneof"`
+}
+
+type TxnOp_List struct {
+	List *TxnList `protobuf:"bytes,5,opt,name=list,proto3,oneof"`
+}
+
+func (*TxnOp_Put) isTxnOp_Op() {}
+
+func (*TxnOp_Delete) isTxnOp_Op() {}
+
+func (*TxnOp_DeleteRange) isTxnOp_Op() {}
+
+func (*TxnOp_Get) isTxnOp_Op() {}
+
+func (*TxnOp_List) isTxnOp_Op() {}
+
+type TxnPut struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Put           *KeyPut                `protobuf:"bytes,2,opt,name=put,proto3" json:"put,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnPut) Reset() {
+	*x = TxnPut{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnPut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnPut) ProtoMessage() {}
+
+func (x *TxnPut) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnPut.ProtoReflect.Descriptor instead.
+func (*TxnPut) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TxnPut) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *TxnPut) GetPut() *KeyPut {
+	if x != nil {
+		return x.Put
+	}
+	return nil
+}
+
+type TxnDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnDelete) Reset() {
+	*x = TxnDelete{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnDelete) ProtoMessage() {}
+
+func (x *TxnDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnDelete.ProtoReflect.Descriptor instead.
+func (*TxnDelete) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TxnDelete) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *TxnDelete) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// TxnDeleteRange deletes the object's keys in [start, end) that start
+// with prefix (empty bounds are open).
+type TxnDeleteRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Prefix        string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Start         string                 `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	End           string                 `protobuf:"bytes,4,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnDeleteRange) Reset() {
+	*x = TxnDeleteRange{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnDeleteRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnDeleteRange) ProtoMessage() {}
+
+func (x *TxnDeleteRange) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnDeleteRange.ProtoReflect.Descriptor instead.
+func (*TxnDeleteRange) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TxnDeleteRange) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *TxnDeleteRange) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *TxnDeleteRange) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *TxnDeleteRange) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
+type TxnGet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnGet) Reset() {
+	*x = TxnGet{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnGet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnGet) ProtoMessage() {}
+
+func (x *TxnGet) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnGet.ProtoReflect.Descriptor instead.
+func (*TxnGet) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *TxnGet) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *TxnGet) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// TxnList lists up to limit keys in [start, end) with prefix.
+type TxnList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Prefix        string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Start         string                 `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	End           string                 `protobuf:"bytes,4,opt,name=end,proto3" json:"end,omitempty"`
+	Limit         uint32                 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	Reverse       bool                   `protobuf:"varint,6,opt,name=reverse,proto3" json:"reverse,omitempty"`
+	KeysOnly      bool                   `protobuf:"varint,7,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnList) Reset() {
+	*x = TxnList{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnList) ProtoMessage() {}
+
+func (x *TxnList) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnList.ProtoReflect.Descriptor instead.
+func (*TxnList) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TxnList) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *TxnList) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *TxnList) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *TxnList) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
+func (x *TxnList) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *TxnList) GetReverse() bool {
+	if x != nil {
+		return x.Reverse
+	}
+	return false
+}
+
+func (x *TxnList) GetKeysOnly() bool {
+	if x != nil {
+		return x.KeysOnly
+	}
+	return false
+}
+
+// StoredKey is a key as a txn read returns it.
+type StoredKey struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Key            string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value          []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Encoding       ValueEncoding          `protobuf:"varint,3,opt,name=encoding,proto3,enum=cairn.raftcmd.v1.ValueEncoding" json:"encoding,omitempty"`
+	CreateRevision uint64                 `protobuf:"varint,4,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
+	ModRevision    uint64                 `protobuf:"varint,5,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StoredKey) Reset() {
+	*x = StoredKey{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredKey) ProtoMessage() {}
+
+func (x *StoredKey) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredKey.ProtoReflect.Descriptor instead.
+func (*StoredKey) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StoredKey) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *StoredKey) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *StoredKey) GetEncoding() ValueEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return ValueEncoding_VALUE_ENCODING_UNSPECIFIED
+}
+
+func (x *StoredKey) GetCreateRevision() uint64 {
+	if x != nil {
+		return x.CreateRevision
+	}
+	return 0
+}
+
+func (x *StoredKey) GetModRevision() uint64 {
+	if x != nil {
+		return x.ModRevision
+	}
+	return 0
+}
+
+// TxnOpResult is the result of one TxnOp, in op order.
+type TxnOpResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*TxnOpResult_Put
+	//	*TxnOpResult_Delete
+	//	*TxnOpResult_DeleteRange
+	//	*TxnOpResult_Get
+	//	*TxnOpResult_List
+	Result        isTxnOpResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOpResult) Reset() {
+	*x = TxnOpResult{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOpResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOpResult) ProtoMessage() {}
+
+func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOpResult.ProtoReflect.Descriptor instead.
+func (*TxnOpResult) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TxnOpResult) GetResult() isTxnOpResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetPut() *PutResult {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetDelete() *DeleteResult {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetDeleteRange() *DeleteResult {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_DeleteRange); ok {
+			return x.DeleteRange
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetGet() *GetResult {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetList() *ListResult {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_List); ok {
+			return x.List
+		}
+	}
+	return nil
+}
+
+type isTxnOpResult_Result interface {
+	isTxnOpResult_Result()
+}
+
+type TxnOpResult_Put struct {
+	Put *PutResult `protobuf:"bytes,1,opt,name=put,proto3,oneof"`
+}
+
+type TxnOpResult_Delete struct {
+	Delete *DeleteResult `protobuf:"bytes,2,opt,name=delete,proto3,oneof"`
+}
+
+type TxnOpResult_DeleteRange struct {
+	DeleteRange *DeleteResult `protobuf:"bytes,3,opt,name=delete_range,json=deleteRange,proto3,oneof"`
+}
+
+type TxnOpResult_Get struct {
+	Get *GetResult `protobuf:"bytes,4,opt,name=get,proto3,oneof"`
+}
+
+type TxnOpResult_List struct {
+	List *ListResult `protobuf:"bytes,5,opt,name=list,proto3,oneof"`
+}
+
+func (*TxnOpResult_Put) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_Delete) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_DeleteRange) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_Get) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_List) isTxnOpResult_Result() {}
+
+type PutResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Created       bool                   `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutResult) Reset() {
+	*x = PutResult{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutResult) ProtoMessage() {}
+
+func (x *PutResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutResult.ProtoReflect.Descriptor instead.
+func (*PutResult) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PutResult) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+type DeleteResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deleted       uint64                 `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteResult) Reset() {
+	*x = DeleteResult{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteResult) ProtoMessage() {}
+
+func (x *DeleteResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteResult.ProtoReflect.Descriptor instead.
+func (*DeleteResult) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DeleteResult) GetDeleted() uint64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+type GetResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kv is unset when the key does not exist.
+	Kv            *StoredKey `protobuf:"bytes,1,opt,name=kv,proto3" json:"kv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetResult) Reset() {
+	*x = GetResult{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetResult) ProtoMessage() {}
+
+func (x *GetResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetResult.ProtoReflect.Descriptor instead.
+func (*GetResult) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetResult) GetKv() *StoredKey {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+type ListResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kvs   []*StoredKey           `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`
+	// more is set when keys in range follow the last one returned.
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListResult) Reset() {
+	*x = ListResult{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListResult) ProtoMessage() {}
+
+func (x *ListResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListResult.ProtoReflect.Descriptor instead.
+func (*ListResult) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListResult) GetKvs() []*StoredKey {
+	if x != nil {
+		return x.Kvs
+	}
+	return nil
+}
+
+func (x *ListResult) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// TxnResult answers Txn.
+type TxnResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Succeeded     bool                   `protobuf:"varint,1,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Results       []*TxnOpResult         `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnResult) Reset() {
+	*x = TxnResult{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnResult) ProtoMessage() {}
+
+func (x *TxnResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnResult.ProtoReflect.Descriptor instead.
+func (*TxnResult) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TxnResult) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+func (x *TxnResult) GetResults() []*TxnOpResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // Result is what the FSM answers for one applied command. Domain errors
 // (quota exceeded, unknown namespace) travel separately as Go errors.
 type Result struct {
@@ -845,14 +2056,19 @@ type Result struct {
 	//	*Result_BatchWrite
 	//	*Result_DeleteObject
 	//	*Result_Empty
-	Result        isResult_Result `protobuf_oneof:"result"`
+	//	*Result_Txn
+	Result isResult_Result `protobuf_oneof:"result"`
+	// replayed is set when the command carried a request_id already applied
+	// within its retention window: this is the stored result of that first
+	// application, and nothing was applied again.
+	Replayed      bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[11]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +2080,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[11]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +2093,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Result) GetRevision() uint64 {
@@ -930,6 +2146,22 @@ func (x *Result) GetEmpty() *EmptyResult {
 	return nil
 }
 
+func (x *Result) GetTxn() *TxnResult {
+	if x != nil {
+		if x, ok := x.Result.(*Result_Txn); ok {
+			return x.Txn
+		}
+	}
+	return nil
+}
+
+func (x *Result) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 type isResult_Result interface {
 	isResult_Result()
 }
@@ -950,6 +2182,10 @@ type Result_Empty struct {
 	Empty *EmptyResult `protobuf:"bytes,13,opt,name=empty,proto3,oneof"`
 }
 
+type Result_Txn struct {
+	Txn *TxnResult `protobuf:"bytes,14,opt,name=txn,proto3,oneof"`
+}
+
 func (*Result_Namespace) isResult_Result() {}
 
 func (*Result_BatchWrite) isResult_Result() {}
@@ -957,6 +2193,8 @@ func (*Result_BatchWrite) isResult_Result() {}
 func (*Result_DeleteObject) isResult_Result() {}
 
 func (*Result_Empty) isResult_Result() {}
+
+func (*Result_Txn) isResult_Result() {}
 
 // NamespaceResult answers PutNamespace and DeleteNamespace.
 type NamespaceResult struct {
@@ -971,7 +2209,7 @@ type NamespaceResult struct {
 
 func (x *NamespaceResult) Reset() {
 	*x = NamespaceResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[12]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +2221,7 @@ func (x *NamespaceResult) String() string {
 func (*NamespaceResult) ProtoMessage() {}
 
 func (x *NamespaceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[12]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +2234,7 @@ func (x *NamespaceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceResult.ProtoReflect.Descriptor instead.
 func (*NamespaceResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NamespaceResult) GetNamespace() *Namespace {
@@ -1033,7 +2271,7 @@ type BatchWriteResult struct {
 
 func (x *BatchWriteResult) Reset() {
 	*x = BatchWriteResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[13]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +2283,7 @@ func (x *BatchWriteResult) String() string {
 func (*BatchWriteResult) ProtoMessage() {}
 
 func (x *BatchWriteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[13]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +2296,7 @@ func (x *BatchWriteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchWriteResult.ProtoReflect.Descriptor instead.
 func (*BatchWriteResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BatchWriteResult) GetCreated() uint32 {
@@ -1086,7 +2324,7 @@ type DeleteObjectResult struct {
 
 func (x *DeleteObjectResult) Reset() {
 	*x = DeleteObjectResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[14]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +2336,7 @@ func (x *DeleteObjectResult) String() string {
 func (*DeleteObjectResult) ProtoMessage() {}
 
 func (x *DeleteObjectResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[14]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +2349,7 @@ func (x *DeleteObjectResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectResult.ProtoReflect.Descriptor instead.
 func (*DeleteObjectResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteObjectResult) GetDeletedKeys() uint64 {
@@ -1137,7 +2375,7 @@ type EmptyResult struct {
 
 func (x *EmptyResult) Reset() {
 	*x = EmptyResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[15]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +2387,7 @@ func (x *EmptyResult) String() string {
 func (*EmptyResult) ProtoMessage() {}
 
 func (x *EmptyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[15]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,20 +2400,21 @@ func (x *EmptyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmptyResult.ProtoReflect.Descriptor instead.
 func (*EmptyResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 var File_cairn_raftcmd_v1_command_proto protoreflect.FileDescriptor
 
 const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecairn/raftcmd/v1/command.proto\x12\x10cairn.raftcmd.v1\"\x8e\x04\n" +
+	"\x1ecairn/raftcmd/v1/command.proto\x12\x10cairn.raftcmd.v1\"\xeb\x04\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
 	"timeUnixMs\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\x12E\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x120\n" +
+	"\x14request_retention_ms\x18\x04 \x01(\x03R\x12requestRetentionMs\x12E\n" +
 	"\rput_namespace\x18\n" +
 	" \x01(\v2\x1e.cairn.raftcmd.v1.PutNamespaceH\x00R\fputNamespace\x12N\n" +
 	"\x10delete_namespace\x18\v \x01(\v2!.cairn.raftcmd.v1.DeleteNamespaceH\x00R\x0fdeleteNamespace\x12?\n" +
@@ -1184,7 +2423,8 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\rdelete_object\x18\r \x01(\v2\x1e.cairn.raftcmd.v1.DeleteObjectH\x00R\fdeleteObject\x12<\n" +
 	"\n" +
 	"set_member\x18\x0e \x01(\v2\x1b.cairn.raftcmd.v1.SetMemberH\x00R\tsetMember\x12E\n" +
-	"\rremove_member\x18\x0f \x01(\v2\x1e.cairn.raftcmd.v1.RemoveMemberH\x00R\fremoveMemberB\x04\n" +
+	"\rremove_member\x18\x0f \x01(\v2\x1e.cairn.raftcmd.v1.RemoveMemberH\x00R\fremoveMember\x12)\n" +
+	"\x03txn\x18\x10 \x01(\v2\x15.cairn.raftcmd.v1.TxnH\x00R\x03txnB\x04\n" +
 	"\x02op\"=\n" +
 	"\x11NamespaceSettings\x12(\n" +
 	"\x10max_object_bytes\x18\x01 \x01(\x04R\x0emaxObjectBytes\"c\n" +
@@ -1221,7 +2461,75 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\bsettings\x18\x02 \x01(\v2#.cairn.raftcmd.v1.NamespaceSettingsR\bsettings\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12!\n" +
-	"\fobject_count\x18\x05 \x01(\x04R\vobjectCount\"\xbc\x02\n" +
+	"\fobject_count\x18\x05 \x01(\x04R\vobjectCount\"\xc0\x01\n" +
+	"\x03Txn\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x125\n" +
+	"\bcompares\x18\x02 \x03(\v2\x19.cairn.raftcmd.v1.CompareR\bcompares\x121\n" +
+	"\asuccess\x18\x03 \x03(\v2\x17.cairn.raftcmd.v1.TxnOpR\asuccess\x121\n" +
+	"\afailure\x18\x04 \x03(\v2\x17.cairn.raftcmd.v1.TxnOpR\afailure\"\x93\x02\n" +
+	"\aCompare\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x127\n" +
+	"\x06target\x18\x03 \x01(\x0e2\x1f.cairn.raftcmd.v1.CompareTargetR\x06target\x126\n" +
+	"\brelation\x18\x04 \x01(\x0e2\x1a.cairn.raftcmd.v1.RelationR\brelation\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x04R\brevision\x12\x14\n" +
+	"\x05value\x18\x06 \x01(\fR\x05value\x12;\n" +
+	"\bencoding\x18\a \x01(\x0e2\x1f.cairn.raftcmd.v1.ValueEncodingR\bencoding\"\x98\x02\n" +
+	"\x05TxnOp\x12,\n" +
+	"\x03put\x18\x01 \x01(\v2\x18.cairn.raftcmd.v1.TxnPutH\x00R\x03put\x125\n" +
+	"\x06delete\x18\x02 \x01(\v2\x1b.cairn.raftcmd.v1.TxnDeleteH\x00R\x06delete\x12E\n" +
+	"\fdelete_range\x18\x03 \x01(\v2 .cairn.raftcmd.v1.TxnDeleteRangeH\x00R\vdeleteRange\x12,\n" +
+	"\x03get\x18\x04 \x01(\v2\x18.cairn.raftcmd.v1.TxnGetH\x00R\x03get\x12/\n" +
+	"\x04list\x18\x05 \x01(\v2\x19.cairn.raftcmd.v1.TxnListH\x00R\x04listB\x04\n" +
+	"\x02op\"L\n" +
+	"\x06TxnPut\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12*\n" +
+	"\x03put\x18\x02 \x01(\v2\x18.cairn.raftcmd.v1.KeyPutR\x03put\"5\n" +
+	"\tTxnDelete\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"h\n" +
+	"\x0eTxnDeleteRange\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\tR\x03end\"2\n" +
+	"\x06TxnGet\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"\xae\x01\n" +
+	"\aTxnList\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\tR\x03end\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\rR\x05limit\x12\x18\n" +
+	"\areverse\x18\x06 \x01(\bR\areverse\x12\x1b\n" +
+	"\tkeys_only\x18\a \x01(\bR\bkeysOnly\"\xbc\x01\n" +
+	"\tStoredKey\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12;\n" +
+	"\bencoding\x18\x03 \x01(\x0e2\x1f.cairn.raftcmd.v1.ValueEncodingR\bencoding\x12'\n" +
+	"\x0fcreate_revision\x18\x04 \x01(\x04R\x0ecreateRevision\x12!\n" +
+	"\fmod_revision\x18\x05 \x01(\x04R\vmodRevision\"\xac\x02\n" +
+	"\vTxnOpResult\x12/\n" +
+	"\x03put\x18\x01 \x01(\v2\x1b.cairn.raftcmd.v1.PutResultH\x00R\x03put\x128\n" +
+	"\x06delete\x18\x02 \x01(\v2\x1e.cairn.raftcmd.v1.DeleteResultH\x00R\x06delete\x12C\n" +
+	"\fdelete_range\x18\x03 \x01(\v2\x1e.cairn.raftcmd.v1.DeleteResultH\x00R\vdeleteRange\x12/\n" +
+	"\x03get\x18\x04 \x01(\v2\x1b.cairn.raftcmd.v1.GetResultH\x00R\x03get\x122\n" +
+	"\x04list\x18\x05 \x01(\v2\x1c.cairn.raftcmd.v1.ListResultH\x00R\x04listB\b\n" +
+	"\x06result\"%\n" +
+	"\tPutResult\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\"(\n" +
+	"\fDeleteResult\x12\x18\n" +
+	"\adeleted\x18\x01 \x01(\x04R\adeleted\"8\n" +
+	"\tGetResult\x12+\n" +
+	"\x02kv\x18\x01 \x01(\v2\x1b.cairn.raftcmd.v1.StoredKeyR\x02kv\"O\n" +
+	"\n" +
+	"ListResult\x12-\n" +
+	"\x03kvs\x18\x01 \x03(\v2\x1b.cairn.raftcmd.v1.StoredKeyR\x03kvs\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"b\n" +
+	"\tTxnResult\x12\x1c\n" +
+	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x127\n" +
+	"\aresults\x18\x02 \x03(\v2\x1d.cairn.raftcmd.v1.TxnOpResultR\aresults\"\x89\x03\n" +
 	"\x06Result\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12A\n" +
 	"\tnamespace\x18\n" +
@@ -1229,7 +2537,9 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\vbatch_write\x18\v \x01(\v2\".cairn.raftcmd.v1.BatchWriteResultH\x00R\n" +
 	"batchWrite\x12K\n" +
 	"\rdelete_object\x18\f \x01(\v2$.cairn.raftcmd.v1.DeleteObjectResultH\x00R\fdeleteObject\x125\n" +
-	"\x05empty\x18\r \x01(\v2\x1d.cairn.raftcmd.v1.EmptyResultH\x00R\x05emptyB\b\n" +
+	"\x05empty\x18\r \x01(\v2\x1d.cairn.raftcmd.v1.EmptyResultH\x00R\x05empty\x12/\n" +
+	"\x03txn\x18\x0e \x01(\v2\x1b.cairn.raftcmd.v1.TxnResultH\x00R\x03txn\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayedB\b\n" +
 	"\x06result\"\x8f\x01\n" +
 	"\x0fNamespaceResult\x129\n" +
 	"\tnamespace\x18\x01 \x01(\v2\x1b.cairn.raftcmd.v1.NamespaceR\tnamespace\x12\x18\n" +
@@ -1245,7 +2555,20 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\rValueEncoding\x12\x1e\n" +
 	"\x1aVALUE_ENCODING_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VALUE_ENCODING_BINARY\x10\x01\x12\x17\n" +
-	"\x13VALUE_ENCODING_JSON\x10\x02B9Z7github.com/cairndb/cairn/api/cairn/raftcmd/v1;raftcmdv1b\x06proto3"
+	"\x13VALUE_ENCODING_JSON\x10\x02*\xcd\x01\n" +
+	"\rCompareTarget\x12\x1e\n" +
+	"\x1aCOMPARE_TARGET_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bCOMPARE_TARGET_MOD_REVISION\x10\x01\x12\"\n" +
+	"\x1eCOMPARE_TARGET_CREATE_REVISION\x10\x02\x12\x18\n" +
+	"\x14COMPARE_TARGET_VALUE\x10\x03\x12\x19\n" +
+	"\x15COMPARE_TARGET_EXISTS\x10\x04\x12\"\n" +
+	"\x1eCOMPARE_TARGET_OBJECT_REVISION\x10\x05*y\n" +
+	"\bRelation\x12\x18\n" +
+	"\x14RELATION_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eRELATION_EQUAL\x10\x01\x12\x16\n" +
+	"\x12RELATION_NOT_EQUAL\x10\x02\x12\x11\n" +
+	"\rRELATION_LESS\x10\x03\x12\x14\n" +
+	"\x10RELATION_GREATER\x10\x04B9Z7github.com/cairndb/cairn/api/cairn/raftcmd/v1;raftcmdv1b\x06proto3"
 
 var (
 	file_cairn_raftcmd_v1_command_proto_rawDescOnce sync.Once
@@ -1259,49 +2582,89 @@ func file_cairn_raftcmd_v1_command_proto_rawDescGZIP() []byte {
 	return file_cairn_raftcmd_v1_command_proto_rawDescData
 }
 
-var file_cairn_raftcmd_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cairn_raftcmd_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_cairn_raftcmd_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_cairn_raftcmd_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_cairn_raftcmd_v1_command_proto_goTypes = []any{
 	(ValueEncoding)(0),         // 0: cairn.raftcmd.v1.ValueEncoding
-	(*Command)(nil),            // 1: cairn.raftcmd.v1.Command
-	(*NamespaceSettings)(nil),  // 2: cairn.raftcmd.v1.NamespaceSettings
-	(*PutNamespace)(nil),       // 3: cairn.raftcmd.v1.PutNamespace
-	(*DeleteNamespace)(nil),    // 4: cairn.raftcmd.v1.DeleteNamespace
-	(*KeyPut)(nil),             // 5: cairn.raftcmd.v1.KeyPut
-	(*BatchWrite)(nil),         // 6: cairn.raftcmd.v1.BatchWrite
-	(*DeleteObject)(nil),       // 7: cairn.raftcmd.v1.DeleteObject
-	(*Member)(nil),             // 8: cairn.raftcmd.v1.Member
-	(*SetMember)(nil),          // 9: cairn.raftcmd.v1.SetMember
-	(*RemoveMember)(nil),       // 10: cairn.raftcmd.v1.RemoveMember
-	(*Namespace)(nil),          // 11: cairn.raftcmd.v1.Namespace
-	(*Result)(nil),             // 12: cairn.raftcmd.v1.Result
-	(*NamespaceResult)(nil),    // 13: cairn.raftcmd.v1.NamespaceResult
-	(*BatchWriteResult)(nil),   // 14: cairn.raftcmd.v1.BatchWriteResult
-	(*DeleteObjectResult)(nil), // 15: cairn.raftcmd.v1.DeleteObjectResult
-	(*EmptyResult)(nil),        // 16: cairn.raftcmd.v1.EmptyResult
+	(CompareTarget)(0),         // 1: cairn.raftcmd.v1.CompareTarget
+	(Relation)(0),              // 2: cairn.raftcmd.v1.Relation
+	(*Command)(nil),            // 3: cairn.raftcmd.v1.Command
+	(*NamespaceSettings)(nil),  // 4: cairn.raftcmd.v1.NamespaceSettings
+	(*PutNamespace)(nil),       // 5: cairn.raftcmd.v1.PutNamespace
+	(*DeleteNamespace)(nil),    // 6: cairn.raftcmd.v1.DeleteNamespace
+	(*KeyPut)(nil),             // 7: cairn.raftcmd.v1.KeyPut
+	(*BatchWrite)(nil),         // 8: cairn.raftcmd.v1.BatchWrite
+	(*DeleteObject)(nil),       // 9: cairn.raftcmd.v1.DeleteObject
+	(*Member)(nil),             // 10: cairn.raftcmd.v1.Member
+	(*SetMember)(nil),          // 11: cairn.raftcmd.v1.SetMember
+	(*RemoveMember)(nil),       // 12: cairn.raftcmd.v1.RemoveMember
+	(*Namespace)(nil),          // 13: cairn.raftcmd.v1.Namespace
+	(*Txn)(nil),                // 14: cairn.raftcmd.v1.Txn
+	(*Compare)(nil),            // 15: cairn.raftcmd.v1.Compare
+	(*TxnOp)(nil),              // 16: cairn.raftcmd.v1.TxnOp
+	(*TxnPut)(nil),             // 17: cairn.raftcmd.v1.TxnPut
+	(*TxnDelete)(nil),          // 18: cairn.raftcmd.v1.TxnDelete
+	(*TxnDeleteRange)(nil),     // 19: cairn.raftcmd.v1.TxnDeleteRange
+	(*TxnGet)(nil),             // 20: cairn.raftcmd.v1.TxnGet
+	(*TxnList)(nil),            // 21: cairn.raftcmd.v1.TxnList
+	(*StoredKey)(nil),          // 22: cairn.raftcmd.v1.StoredKey
+	(*TxnOpResult)(nil),        // 23: cairn.raftcmd.v1.TxnOpResult
+	(*PutResult)(nil),          // 24: cairn.raftcmd.v1.PutResult
+	(*DeleteResult)(nil),       // 25: cairn.raftcmd.v1.DeleteResult
+	(*GetResult)(nil),          // 26: cairn.raftcmd.v1.GetResult
+	(*ListResult)(nil),         // 27: cairn.raftcmd.v1.ListResult
+	(*TxnResult)(nil),          // 28: cairn.raftcmd.v1.TxnResult
+	(*Result)(nil),             // 29: cairn.raftcmd.v1.Result
+	(*NamespaceResult)(nil),    // 30: cairn.raftcmd.v1.NamespaceResult
+	(*BatchWriteResult)(nil),   // 31: cairn.raftcmd.v1.BatchWriteResult
+	(*DeleteObjectResult)(nil), // 32: cairn.raftcmd.v1.DeleteObjectResult
+	(*EmptyResult)(nil),        // 33: cairn.raftcmd.v1.EmptyResult
 }
 var file_cairn_raftcmd_v1_command_proto_depIdxs = []int32{
-	3,  // 0: cairn.raftcmd.v1.Command.put_namespace:type_name -> cairn.raftcmd.v1.PutNamespace
-	4,  // 1: cairn.raftcmd.v1.Command.delete_namespace:type_name -> cairn.raftcmd.v1.DeleteNamespace
-	6,  // 2: cairn.raftcmd.v1.Command.batch_write:type_name -> cairn.raftcmd.v1.BatchWrite
-	7,  // 3: cairn.raftcmd.v1.Command.delete_object:type_name -> cairn.raftcmd.v1.DeleteObject
-	9,  // 4: cairn.raftcmd.v1.Command.set_member:type_name -> cairn.raftcmd.v1.SetMember
-	10, // 5: cairn.raftcmd.v1.Command.remove_member:type_name -> cairn.raftcmd.v1.RemoveMember
-	2,  // 6: cairn.raftcmd.v1.PutNamespace.settings:type_name -> cairn.raftcmd.v1.NamespaceSettings
-	0,  // 7: cairn.raftcmd.v1.KeyPut.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
-	5,  // 8: cairn.raftcmd.v1.BatchWrite.puts:type_name -> cairn.raftcmd.v1.KeyPut
-	8,  // 9: cairn.raftcmd.v1.SetMember.member:type_name -> cairn.raftcmd.v1.Member
-	2,  // 10: cairn.raftcmd.v1.Namespace.settings:type_name -> cairn.raftcmd.v1.NamespaceSettings
-	13, // 11: cairn.raftcmd.v1.Result.namespace:type_name -> cairn.raftcmd.v1.NamespaceResult
-	14, // 12: cairn.raftcmd.v1.Result.batch_write:type_name -> cairn.raftcmd.v1.BatchWriteResult
-	15, // 13: cairn.raftcmd.v1.Result.delete_object:type_name -> cairn.raftcmd.v1.DeleteObjectResult
-	16, // 14: cairn.raftcmd.v1.Result.empty:type_name -> cairn.raftcmd.v1.EmptyResult
-	11, // 15: cairn.raftcmd.v1.NamespaceResult.namespace:type_name -> cairn.raftcmd.v1.Namespace
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	5,  // 0: cairn.raftcmd.v1.Command.put_namespace:type_name -> cairn.raftcmd.v1.PutNamespace
+	6,  // 1: cairn.raftcmd.v1.Command.delete_namespace:type_name -> cairn.raftcmd.v1.DeleteNamespace
+	8,  // 2: cairn.raftcmd.v1.Command.batch_write:type_name -> cairn.raftcmd.v1.BatchWrite
+	9,  // 3: cairn.raftcmd.v1.Command.delete_object:type_name -> cairn.raftcmd.v1.DeleteObject
+	11, // 4: cairn.raftcmd.v1.Command.set_member:type_name -> cairn.raftcmd.v1.SetMember
+	12, // 5: cairn.raftcmd.v1.Command.remove_member:type_name -> cairn.raftcmd.v1.RemoveMember
+	14, // 6: cairn.raftcmd.v1.Command.txn:type_name -> cairn.raftcmd.v1.Txn
+	4,  // 7: cairn.raftcmd.v1.PutNamespace.settings:type_name -> cairn.raftcmd.v1.NamespaceSettings
+	0,  // 8: cairn.raftcmd.v1.KeyPut.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
+	7,  // 9: cairn.raftcmd.v1.BatchWrite.puts:type_name -> cairn.raftcmd.v1.KeyPut
+	10, // 10: cairn.raftcmd.v1.SetMember.member:type_name -> cairn.raftcmd.v1.Member
+	4,  // 11: cairn.raftcmd.v1.Namespace.settings:type_name -> cairn.raftcmd.v1.NamespaceSettings
+	15, // 12: cairn.raftcmd.v1.Txn.compares:type_name -> cairn.raftcmd.v1.Compare
+	16, // 13: cairn.raftcmd.v1.Txn.success:type_name -> cairn.raftcmd.v1.TxnOp
+	16, // 14: cairn.raftcmd.v1.Txn.failure:type_name -> cairn.raftcmd.v1.TxnOp
+	1,  // 15: cairn.raftcmd.v1.Compare.target:type_name -> cairn.raftcmd.v1.CompareTarget
+	2,  // 16: cairn.raftcmd.v1.Compare.relation:type_name -> cairn.raftcmd.v1.Relation
+	0,  // 17: cairn.raftcmd.v1.Compare.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
+	17, // 18: cairn.raftcmd.v1.TxnOp.put:type_name -> cairn.raftcmd.v1.TxnPut
+	18, // 19: cairn.raftcmd.v1.TxnOp.delete:type_name -> cairn.raftcmd.v1.TxnDelete
+	19, // 20: cairn.raftcmd.v1.TxnOp.delete_range:type_name -> cairn.raftcmd.v1.TxnDeleteRange
+	20, // 21: cairn.raftcmd.v1.TxnOp.get:type_name -> cairn.raftcmd.v1.TxnGet
+	21, // 22: cairn.raftcmd.v1.TxnOp.list:type_name -> cairn.raftcmd.v1.TxnList
+	7,  // 23: cairn.raftcmd.v1.TxnPut.put:type_name -> cairn.raftcmd.v1.KeyPut
+	0,  // 24: cairn.raftcmd.v1.StoredKey.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
+	24, // 25: cairn.raftcmd.v1.TxnOpResult.put:type_name -> cairn.raftcmd.v1.PutResult
+	25, // 26: cairn.raftcmd.v1.TxnOpResult.delete:type_name -> cairn.raftcmd.v1.DeleteResult
+	25, // 27: cairn.raftcmd.v1.TxnOpResult.delete_range:type_name -> cairn.raftcmd.v1.DeleteResult
+	26, // 28: cairn.raftcmd.v1.TxnOpResult.get:type_name -> cairn.raftcmd.v1.GetResult
+	27, // 29: cairn.raftcmd.v1.TxnOpResult.list:type_name -> cairn.raftcmd.v1.ListResult
+	22, // 30: cairn.raftcmd.v1.GetResult.kv:type_name -> cairn.raftcmd.v1.StoredKey
+	22, // 31: cairn.raftcmd.v1.ListResult.kvs:type_name -> cairn.raftcmd.v1.StoredKey
+	23, // 32: cairn.raftcmd.v1.TxnResult.results:type_name -> cairn.raftcmd.v1.TxnOpResult
+	30, // 33: cairn.raftcmd.v1.Result.namespace:type_name -> cairn.raftcmd.v1.NamespaceResult
+	31, // 34: cairn.raftcmd.v1.Result.batch_write:type_name -> cairn.raftcmd.v1.BatchWriteResult
+	32, // 35: cairn.raftcmd.v1.Result.delete_object:type_name -> cairn.raftcmd.v1.DeleteObjectResult
+	33, // 36: cairn.raftcmd.v1.Result.empty:type_name -> cairn.raftcmd.v1.EmptyResult
+	28, // 37: cairn.raftcmd.v1.Result.txn:type_name -> cairn.raftcmd.v1.TxnResult
+	13, // 38: cairn.raftcmd.v1.NamespaceResult.namespace:type_name -> cairn.raftcmd.v1.Namespace
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_cairn_raftcmd_v1_command_proto_init() }
@@ -1316,20 +2679,36 @@ func file_cairn_raftcmd_v1_command_proto_init() {
 		(*Command_DeleteObject)(nil),
 		(*Command_SetMember)(nil),
 		(*Command_RemoveMember)(nil),
+		(*Command_Txn)(nil),
 	}
-	file_cairn_raftcmd_v1_command_proto_msgTypes[11].OneofWrappers = []any{
+	file_cairn_raftcmd_v1_command_proto_msgTypes[13].OneofWrappers = []any{
+		(*TxnOp_Put)(nil),
+		(*TxnOp_Delete)(nil),
+		(*TxnOp_DeleteRange)(nil),
+		(*TxnOp_Get)(nil),
+		(*TxnOp_List)(nil),
+	}
+	file_cairn_raftcmd_v1_command_proto_msgTypes[20].OneofWrappers = []any{
+		(*TxnOpResult_Put)(nil),
+		(*TxnOpResult_Delete)(nil),
+		(*TxnOpResult_DeleteRange)(nil),
+		(*TxnOpResult_Get)(nil),
+		(*TxnOpResult_List)(nil),
+	}
+	file_cairn_raftcmd_v1_command_proto_msgTypes[26].OneofWrappers = []any{
 		(*Result_Namespace)(nil),
 		(*Result_BatchWrite)(nil),
 		(*Result_DeleteObject)(nil),
 		(*Result_Empty)(nil),
+		(*Result_Txn)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_raftcmd_v1_command_proto_rawDesc), len(file_cairn_raftcmd_v1_command_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   16,
+			NumEnums:      3,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,103 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math"
+	"runtime"
+	"testing"
+
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// BUG 1: apply_storage.go:73 converts the uint64 quota to int64.
+func TestBugQuotaAboveMaxInt64(t *testing.T) {
+	f := mustNew(t)
+	mustApply1(t, f, cmdPutNamespace("n", math.MaxUint64)) // or anything >= 1<<63
+	mustApply1(t, f, cmdPut("n", "o", "k", "v"))           // fails: ErrQuotaExceeded, "would hold 2 bytes"
+}
+
+// BUG 2a: Restore swaps the database in before it checks the header index.
+func TestBugRestoreIndexMismatchReplacesState(t *testing.T) {
+	src := mustNew(t)
+	mustApply(t, src, cmdPutNamespace("src", 0), cmdPut("src", "o", "k", "v"))
+	snap := bytes.Clone(mustSnapshot(t, src))
+	binary.BigEndian.PutUint64(snap[len(snapshotMagic)+4:], 99) // header says 99, meta says 2
+	snap = withFixedCRC(snap)
+
+	dst := mustNew(t)
+	mustApply(t, dst, cmdPutNamespace("dst", 0))
+	want := mustHash(t, dst)
+	err := dst.Restore(bytes.NewReader(snap))
+	if !errors.Is(err, ErrBadSnapshot) {
+		t.Fatalf("Restore = %v", err)
+	}
+	if !bytes.Equal(want, mustHash(t, dst)) || dst.AppliedIndex() != 1 { // fails: state and index are src's
+		t.Fatalf("failed restore replaced the state (applied %d)", dst.AppliedIndex())
+	}
+}
+
+// BUG 2b: a stream whose meta records another storage format is swapped in,
+// fails to open, and leaves the FSM closed with its old state gone.
+func TestBugRestoreBadFormatClosesFSM(t *testing.T) {
+	rec := []byte{'B', 4, 'm', 'e', 't', 'a', 'R', 6}
+	rec = append(rec, "format"...)
+	rec = append(rec, 4, 0, 0, 0, 9)
+	dst := mustNew(t)
+	mustApply(t, dst, cmdPutNamespace("dst", 0))
+	err := dst.Restore(bytes.NewReader(craftSnapshot(SnapshotVersion, 0, rec)))
+	t.Logf("Restore = %v (ErrBadSnapshot: %v)", err, errors.Is(err, ErrBadSnapshot))
+	if _, err := dst.Hash(); err != nil { // fails: fsm: closed
+		t.Fatalf("after failed restore: %v", err)
+	}
+}
+
+// BUG 3: snapshot.go:210/225 return bbolt's bucket errors unwrapped.
+func TestBugRestoreEmptyBucketNameNotBadSnapshot(t *testing.T) {
+	err := mustNew(t).Restore(bytes.NewReader(craftSnapshot(SnapshotVersion, 0, []byte{'B', 0})))
+	if !errors.Is(err, ErrBadSnapshot) { // fails: "bucket name required"
+		t.Fatalf("Restore = %v, want ErrBadSnapshot", err)
+	}
+}
+
+// BUG 4: snapshot.go:197-200 allocate the claimed length before reading it.
+func TestBugRestoreHugeLengthAllocates(t *testing.T) {
+	b := []byte(snapshotMagic)
+	b = binary.BigEndian.AppendUint32(b, SnapshotVersion)
+	b = binary.BigEndian.AppendUint64(b, 0)
+	b = append(b, 'B', 4, 'm', 'e', 't', 'a', 'R')
+	b = binary.AppendUvarint(b, 1<<31) // 33 bytes in all
+	dst := mustNew(t)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err := dst.Restore(bytes.NewReader(b))
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 { // fails: 2 GiB allocated
+		t.Fatalf("a %d-byte stream allocated %d MiB before it was rejected (%v)", len(b), n>>20, err)
+	}
+}
+
+// BUG 5: apply.go:101 checks unknown fields of the envelope only.
+func TestBugNestedUnknownFieldIgnored(t *testing.T) {
+	f := mustNew(t)
+	mustApply1(t, f, cmdPutNamespace("n", 0))
+	cmd := cmdPut("n", "o", "k", "v")
+	cmd.GetBatchWrite().Puts[0].ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 4, protowire.VarintType), 60000)) // e.g. a future KeyPut.ttl_ms
+	mustPanic(t, func() { f.ApplyBatch(entriesFor(t, f, cmd)) })                                                                            // fails: applied, the field silently dropped
+}
+
+// BUG 6 (robustness): apply.go:57-60 skip against the index read at the start of the batch.
+func TestBugNonIncreasingIndexesInBatch(t *testing.T) {
+	f := mustNew(t)
+	mustApply1(t, f, cmdPutNamespace("n", 0))
+	f.ApplyBatch([]Entry{
+		{Index: 5, Data: mustEncode(t, 5, cmdPut("n", "o", "a", "1"))},
+		{Index: 3, Data: mustEncode(t, 3, cmdPut("n", "o", "b", "2"))},
+	})
+	if f.AppliedIndex() != 5 { // fails: 3; entry 3 applied after 5 and index went backwards
+		t.Fatalf("applied index %d", f.AppliedIndex())
+	}
+	_ = raftcmdv1.Command{}
+}
