@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
@@ -37,18 +38,41 @@ type Result struct {
 // below the recorded applied index are skipped: after a restart Raft hands
 // them over again, and they must not apply twice.
 //
+// A command that fails after it has written (a transaction over its
+// quota, say) cannot be undone piecemeal: the whole transaction is rolled
+// back and the batch applied again with that command answered by its
+// error, so a failed command never leaves a trace.
+//
 // ApplyBatch panics when an entry cannot be decoded or names a command this
 // build does not know, and when the database cannot be written: a replica
 // that stops is better than one that diverges.
 func (f *FSM) ApplyBatch(entries []Entry) []Result {
-	results := make([]Result, len(entries))
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
 		panic("fsm: ApplyBatch after Close")
 	}
-	var last uint64
-	var applies uint64
+	failed := make([]error, len(entries)) // commands that failed after writing
+	for {
+		results, last, applies, err := f.applyOnce(entries, failed)
+		if errors.Is(err, errRedo) {
+			continue
+		}
+		if err != nil {
+			panic(fmt.Sprintf("fsm: cannot commit applied entries: %v", err))
+		}
+		f.applied.Store(last)
+		f.applies.Add(applies)
+		return results
+	}
+}
+
+// errRedo rolls a batch's transaction back so it can be applied again.
+var errRedo = errors.New("fsm: redo batch")
+
+func (f *FSM) applyOnce(entries []Entry, failed []error) ([]Result, uint64, uint64, error) {
+	results := make([]Result, len(entries))
+	var last, applies uint64
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		applied := readU64(meta.Get(metaApplied))
@@ -66,28 +90,32 @@ func (f *FSM) ApplyBatch(entries []Entry) []Result {
 			if cmd.TimeUnixMs > now {
 				now = cmd.TimeUnixMs
 			}
-			a := applier{tx: tx, index: e.Index, now: now}
-			res, err := a.apply(cmd)
-			if res != nil {
+			applies++
+			if failed[i] != nil {
+				results[i] = Result{Err: failed[i]}
+				continue
+			}
+			a := &applier{tx: tx, index: e.Index, now: now}
+			res, err := a.applyOnce(cmd)
+			if err != nil && a.dirty {
+				failed[i] = err
+				return errRedo
+			}
+			if res != nil && !res.Replayed {
 				res.Revision = e.Index
 			}
 			results[i] = Result{Result: res, Err: err}
-			applies++
 		}
 		if last == applied {
 			return nil
 		}
+		expireRequests(tx, now, expiryBatch)
 		if err := meta.Put(metaApplied, u64(last)); err != nil {
 			return err
 		}
 		return meta.Put(metaNow, u64(uint64(now)))
 	})
-	if err != nil {
-		panic(fmt.Sprintf("fsm: cannot commit applied entries: %v", err))
-	}
-	f.applied.Store(last)
-	f.applies.Add(applies)
-	return results
+	return results, last, applies, err
 }
 
 // decodeCommand decodes e's command or panics.
@@ -135,13 +163,55 @@ func hasUnknownFields(m protoreflect.Message) bool {
 	return unknown
 }
 
-// applier applies one command inside the batch's transaction. Every
-// handler checks everything first and writes after, so that a command that
-// fails changes nothing.
+// applier applies one command inside the batch's transaction. Handlers
+// check what they can before writing; a handler that fails after writing
+// (dirty) makes ApplyBatch roll the batch back.
 type applier struct {
 	tx    *bolt.Tx
 	index uint64 // the entry's index: the revision of its writes
 	now   int64  // log time, unix ms
+	dirty bool   // something was written
+
+	ns      *raftcmdv1.Namespace // the namespace of the objects below
+	objects []*objState          // objects the command touched, in first-touch order
+}
+
+// applyOnce answers a command that carries a request id already applied
+// within its retention window from the stored result, refuses the id
+// reused for another request, and otherwise applies the command and, on
+// success, remembers its result.
+func (a *applier) applyOnce(cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
+	if cmd.RequestId == "" {
+		return a.apply(cmd)
+	}
+	ns := commandNamespace(cmd)
+	digest := requestDigest(cmd)
+	if res, err, found := lookupRequest(a.tx, ns, cmd.RequestId, digest, a.now); found {
+		return res, err
+	}
+	res, err := a.apply(cmd)
+	if err != nil {
+		return nil, err
+	}
+	res.Revision = a.index
+	a.rememberRequest(ns, cmd.RequestId, digest, retentionOf(cmd), res)
+	return res, nil
+}
+
+func (a *applier) put(b *bolt.Bucket, k, v []byte) {
+	a.dirty = true
+	must(b.Put(k, v))
+}
+
+func (a *applier) delete(b *bolt.Bucket, k []byte) {
+	a.dirty = true
+	must(b.Delete(k))
+}
+
+func (a *applier) putNamespace(ns *raftcmdv1.Namespace) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(ns)
+	must(err)
+	a.put(a.tx.Bucket(bucketNamespaces), []byte(ns.Name), b)
 }
 
 // apply is the one dispatch of command types to their handlers.
@@ -159,6 +229,8 @@ func (a *applier) apply(cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
 		return a.applySetMember(op.SetMember)
 	case *raftcmdv1.Command_RemoveMember:
 		return a.applyRemoveMember(op.RemoveMember)
+	case *raftcmdv1.Command_Txn:
+		return a.applyTxn(op.Txn)
 	default:
 		panic(fmt.Sprintf("fsm: entry %d: no handler for command %T", a.index, op))
 	}

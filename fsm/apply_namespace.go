@@ -22,7 +22,7 @@ func (a *applier) applyPutNamespace(p *raftcmdv1.PutNamespace) (*raftcmdv1.Resul
 		ns.Settings = &raftcmdv1.NamespaceSettings{}
 	}
 	ns.ModRevision = a.index
-	putNamespace(a.tx, ns)
+	a.putNamespace(ns)
 	return &raftcmdv1.Result{Result: &raftcmdv1.Result_Namespace{
 		Namespace: &raftcmdv1.NamespaceResult{Namespace: ns, Created: created},
 	}}, nil
@@ -46,11 +46,10 @@ func (a *applier) applyDeleteNamespace(d *raftcmdv1.DeleteNamespace) (*raftcmdv1
 		if k == nil || !hasPrefix(k, prefix) {
 			break
 		}
-		name := string(k[len(prefix):])
-		a.deleteObjectData(ns.Name, name, v[0])
+		a.deleteObjectData(ns, string(k[len(prefix):]), v[0])
 		deleted++
 	}
-	must(a.tx.Bucket(bucketNamespaces).Delete([]byte(ns.Name)))
+	a.delete(a.tx.Bucket(bucketNamespaces), []byte(ns.Name))
 	ns.ObjectCount = 0
 	return &raftcmdv1.Result{Result: &raftcmdv1.Result_Namespace{
 		Namespace: &raftcmdv1.NamespaceResult{Namespace: ns, DeletedObjects: deleted},
@@ -64,7 +63,7 @@ func (a *applier) applySetMember(s *raftcmdv1.SetMember) (*raftcmdv1.Result, err
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	must(err)
-	must(a.tx.Bucket(bucketMembers).Put([]byte(m.Id), b))
+	a.put(a.tx.Bucket(bucketMembers), []byte(m.Id), b)
 	return emptyResult(), nil
 }
 
@@ -73,7 +72,7 @@ func (a *applier) applyRemoveMember(r *raftcmdv1.RemoveMember) (*raftcmdv1.Resul
 	if b.Get([]byte(r.GetId())) == nil {
 		return nil, fmt.Errorf("%w: %q", ErrMemberNotFound, r.GetId())
 	}
-	must(b.Delete([]byte(r.Id)))
+	a.delete(b, []byte(r.Id))
 	return emptyResult(), nil
 }
 
@@ -88,12 +87,6 @@ func getNamespace(tx *bolt.Tx, name string) (*raftcmdv1.Namespace, error) {
 		return nil, fmt.Errorf("fsm: namespace %q: %w", name, err)
 	}
 	return ns, nil
-}
-
-func putNamespace(tx *bolt.Tx, ns *raftcmdv1.Namespace) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(ns)
-	must(err)
-	must(tx.Bucket(bucketNamespaces).Put([]byte(ns.Name), b))
 }
 
 func hasPrefix(b, prefix []byte) bool {

@@ -21,6 +21,9 @@ var (
 	// ErrQuotaExceeded: the write would pass the namespace's per-object
 	// storage quota.
 	ErrQuotaExceeded = errors.New("fsm: object quota exceeded")
+	// ErrRequestIDReused: a request id already used, within its retention
+	// window, for a different request.
+	ErrRequestIDReused = errors.New("fsm: request id reused")
 	// ErrMemberNotFound: no member with that id is recorded.
 	ErrMemberNotFound = errors.New("fsm: member not found")
 	// ErrBadSnapshot: a snapshot stream is not one this FSM wrote or is

@@ -15,6 +15,7 @@ var (
 	bucketNamespaces = []byte("namespaces") // name -> raftcmdv1.Namespace
 	bucketMembers    = []byte("members")    // id -> raftcmdv1.Member
 	bucketObjects    = []byte("objects")    // lp(ns) + name -> shard (1 byte)
+	// bucketRequests and bucketRequestExpiry: see requests.go.
 
 	metaApplied = []byte("applied") // uint64 BE: last applied log index
 	metaNow     = []byte("now")     // int64 BE: log time, unix ms

@@ -167,54 +167,9 @@ func (f *FSM) List(ns, name string, r Range) ([]KeyValue, bool, error) {
 	var out []KeyValue
 	more := false
 	err := f.objectView(ns, name, func(sb *bolt.Bucket, prefix []byte) error {
-		c := sb.Cursor()
-		lo := append(prefix[:len(prefix):len(prefix)], r.Lo...)
-		var hi []byte
-		if r.Hi != "" {
-			hi = append(prefix[:len(prefix):len(prefix)], r.Hi...)
-		}
-		inRange := func(k []byte) bool {
-			if k == nil || !hasPrefix(k, prefix) {
-				return false
-			}
-			c := bytes.Compare(k, lo)
-			if c < 0 || c == 0 && r.LoExclusive {
-				return false
-			}
-			return hi == nil || bytes.Compare(k, hi) < 0
-		}
-		var k, v []byte
-		if !r.Reverse {
-			k, v = c.Seek(lo)
-			if k != nil && r.LoExclusive && bytes.Equal(k, lo) {
-				k, v = c.Next()
-			}
-		} else {
-			if hi != nil {
-				k, _ = c.Seek(hi)
-			} else {
-				k, _ = c.Seek(prefixEnd(prefix))
-			}
-			if k == nil {
-				k, v = c.Last()
-			} else {
-				k, v = c.Prev()
-			}
-		}
-		size := 0
-		for ; inRange(k); k, v = step(c, r.Reverse) {
-			if len(out) == r.Limit || r.MaxBytes > 0 && size >= r.MaxBytes {
-				more = true
-				break
-			}
-			kv, err := toKeyValue(string(k[len(prefix):]), v, r.KeysOnly)
-			if err != nil {
-				return err
-			}
-			size += len(kv.Key) + len(kv.Value)
-			out = append(out, kv)
-		}
-		return nil
+		var err error
+		out, more, err = listRange(sb.Cursor(), prefix, r)
+		return err
 	})
 	return out, more, err
 }

@@ -27,6 +27,13 @@ type Config struct {
 	// MaxRequestBytes bounds the keys and values one write carries. 0 means
 	// 8 MiB.
 	MaxRequestBytes int
+	// MaxTxnOps bounds the compares, the success ops and the failure ops
+	// of one transaction (each). 0 means 128.
+	MaxTxnOps int
+	// RequestRetention is how long, in log time, the result of a write
+	// with a request_id is remembered, so that a retry within it is
+	// answered without applying twice. 0 means 10 minutes.
+	RequestRetention time.Duration
 	// LeaderWait bounds how long a request waits for a leader to be
 	// elected before it fails with Unavailable. 0 means 5 s.
 	LeaderWait time.Duration
@@ -52,11 +59,13 @@ const (
 // DefaultConfig returns the default limits.
 func DefaultConfig() Config {
 	return Config{
-		MaxValueBytes:   1 << 20,
-		MaxBatchKeys:    128,
-		MaxRequestBytes: 8 << 20,
-		LeaderWait:      5 * time.Second,
-		RequestTimeout:  15 * time.Second,
+		MaxValueBytes:    1 << 20,
+		MaxBatchKeys:     128,
+		MaxRequestBytes:  8 << 20,
+		MaxTxnOps:        128,
+		RequestRetention: 10 * time.Minute,
+		LeaderWait:       5 * time.Second,
+		RequestTimeout:   15 * time.Second,
 	}
 }
 
@@ -70,6 +79,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = d.MaxRequestBytes
+	}
+	if c.MaxTxnOps == 0 {
+		c.MaxTxnOps = d.MaxTxnOps
+	}
+	if c.RequestRetention == 0 {
+		c.RequestRetention = d.RequestRetention
 	}
 	if c.LeaderWait == 0 {
 		c.LeaderWait = d.LeaderWait
@@ -92,7 +107,7 @@ func (c Config) Validate() error {
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("server: HTTPAddr is required"))
 	}
-	if c.MaxValueBytes < 0 || c.MaxBatchKeys < 0 || c.MaxRequestBytes < 0 {
+	if c.MaxValueBytes < 0 || c.MaxBatchKeys < 0 || c.MaxRequestBytes < 0 || c.MaxTxnOps < 0 {
 		errs = append(errs, errors.New("server: limits must not be negative"))
 	}
 	if c.MaxValueBytes > 64<<20 {
@@ -101,7 +116,7 @@ func (c Config) Validate() error {
 	if c.MaxRequestBytes != 0 && c.MaxValueBytes > c.MaxRequestBytes {
 		errs = append(errs, fmt.Errorf("server: MaxValueBytes %d exceeds MaxRequestBytes %d", c.MaxValueBytes, c.MaxRequestBytes))
 	}
-	if c.LeaderWait < 0 || c.RequestTimeout < 0 {
+	if c.LeaderWait < 0 || c.RequestTimeout < 0 || c.RequestRetention < 0 {
 		errs = append(errs, errors.New("server: durations must not be negative"))
 	}
 	return errors.Join(errs...)

@@ -3,7 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/raftnode"
@@ -35,6 +39,7 @@ var errorCodes = []struct {
 	{fsm.ErrKeyNotFound, codes.NotFound},
 	{fsm.ErrQuotaExceeded, codes.ResourceExhausted},
 	{fsm.ErrMemberNotFound, codes.NotFound},
+	{fsm.ErrRequestIDReused, codes.AlreadyExists},
 	{fsm.ErrBadSnapshot, codes.DataLoss},
 	{fsm.ErrClosed, codes.Unavailable},
 	{raftnode.ErrNotLeader, codes.Unavailable},
@@ -73,6 +78,43 @@ func userMessage(err error) string {
 		msg = strings.ReplaceAll(msg, p, "")
 	}
 	return msg
+}
+
+// ReasonRevisionMismatch is the ErrorInfo reason of a conditional write
+// whose expected revision did not hold; REST answers it with HTTP 412.
+const ReasonRevisionMismatch = "REVISION_MISMATCH"
+
+// revisionMismatch is the error of a conditional write whose expected
+// mod_revision did not hold: FAILED_PRECONDITION with an ErrorInfo
+// naming the reason.
+func revisionMismatch(key string, expected uint64, current *raftcmdv1.StoredKey) error {
+	var msg string
+	switch {
+	case current == nil:
+		msg = fmt.Sprintf("key %q does not exist, expected mod_revision %d", key, expected)
+	case expected == 0:
+		msg = fmt.Sprintf("key %q exists with mod_revision %d, expected it not to exist (expected_mod_revision 0)", key, current.ModRevision)
+	default:
+		msg = fmt.Sprintf("key %q has mod_revision %d, expected %d", key, current.ModRevision, expected)
+	}
+	st, err := status.New(codes.FailedPrecondition, msg).WithDetails(&errdetails.ErrorInfo{
+		Reason: ReasonRevisionMismatch, Domain: "cairn",
+		Metadata: map[string]string{"key": key, "expected_mod_revision": fmt.Sprint(expected)},
+	})
+	if err != nil {
+		return status.Error(codes.FailedPrecondition, msg)
+	}
+	return st.Err()
+}
+
+// hasReason reports whether st carries an ErrorInfo with reason.
+func hasReason(st *status.Status, reason string) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Reason == reason {
+			return true
+		}
+	}
+	return false
 }
 
 // invalidf returns an InvalidArgument error naming a field and its limit.

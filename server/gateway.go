@@ -12,7 +12,9 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -27,6 +29,7 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 			UnmarshalOptions: protojson.UnmarshalOptions{},
 		}),
 		runtime.WithUnescapingMode(runtime.UnescapingModeAllExceptSlash),
+		runtime.WithErrorHandler(httpError),
 	)
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -120,3 +123,21 @@ func keyPathFix(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// httpError is the gateway's error handler: the default mapping of gRPC
+// codes to HTTP statuses, except that a conditional write whose expected
+// revision did not hold answers 412 Precondition Failed.
+func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition && hasReason(st, ReasonRevisionMismatch) {
+		w = statusWriter{ResponseWriter: w, status: http.StatusPreconditionFailed}
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+// statusWriter replaces the status a handler writes.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s statusWriter) WriteHeader(int) { s.ResponseWriter.WriteHeader(s.status) }

@@ -57,9 +57,18 @@ func (o *objectService) PutKey(ctx context.Context, req *cairnv1.PutKeyRequest) 
 	if err := o.s.checkValue("value", value); err != nil {
 		return nil, err
 	}
+	put := &raftcmdv1.KeyPut{Key: req.Key, Value: value, Encoding: enc}
+	if req.ExpectedModRevision != nil {
+		res, err := o.s.conditional(ctx, req.Namespace, req.Object, req.Key, *req.ExpectedModRevision, req.RequestId,
+			&raftcmdv1.TxnOp{Op: &raftcmdv1.TxnOp_Put{Put: &raftcmdv1.TxnPut{Object: req.Object, Put: put}}})
+		if err != nil {
+			return nil, err
+		}
+		created := res.GetTxn().GetResults()[0].GetPut().GetCreated()
+		return &cairnv1.PutKeyResponse{Header: o.s.writeHeader(res), Revision: res.Revision, Created: created}, nil
+	}
 	res, err := o.s.propose(ctx, &raftcmdv1.Command{RequestId: req.RequestId, Op: &raftcmdv1.Command_BatchWrite{
-		BatchWrite: &raftcmdv1.BatchWrite{Namespace: req.Namespace, Object: req.Object,
-			Puts: []*raftcmdv1.KeyPut{{Key: req.Key, Value: value, Encoding: enc}}},
+		BatchWrite: &raftcmdv1.BatchWrite{Namespace: req.Namespace, Object: req.Object, Puts: []*raftcmdv1.KeyPut{put}},
 	}})
 	if err != nil {
 		return nil, err
@@ -73,6 +82,15 @@ func (o *objectService) DeleteKey(ctx context.Context, req *cairnv1.DeleteKeyReq
 	}
 	if err := checkKey("key", req.Key); err != nil {
 		return nil, err
+	}
+	if req.ExpectedModRevision != nil {
+		res, err := o.s.conditional(ctx, req.Namespace, req.Object, req.Key, *req.ExpectedModRevision, req.RequestId,
+			&raftcmdv1.TxnOp{Op: &raftcmdv1.TxnOp_Delete{Delete: &raftcmdv1.TxnDelete{Object: req.Object, Key: req.Key}}})
+		if err != nil {
+			return nil, err
+		}
+		deleted := res.GetTxn().GetResults()[0].GetDelete().GetDeleted() == 1
+		return &cairnv1.DeleteKeyResponse{Header: o.s.writeHeader(res), Revision: res.Revision, Deleted: deleted}, nil
 	}
 	res, err := o.s.propose(ctx, &raftcmdv1.Command{RequestId: req.RequestId, Op: &raftcmdv1.Command_BatchWrite{
 		BatchWrite: &raftcmdv1.BatchWrite{Namespace: req.Namespace, Object: req.Object, Deletes: []string{req.Key}},
@@ -296,4 +314,30 @@ func (o *objectService) ListObjects(ctx context.Context, req *cairnv1.ListObject
 		resp.NextPageToken = pageToken('o', objs[len(objs)-1].Name)
 	}
 	return resp, nil
+}
+
+// conditional runs op only if key's mod_revision equals expected (0: the
+// key must not exist), as one transaction. A mismatch is
+// revisionMismatch, naming the key's current revision.
+func (s *Server) conditional(ctx context.Context, ns, object, key string, expected uint64, requestID string, op *raftcmdv1.TxnOp) (*raftcmdv1.Result, error) {
+	res, err := s.propose(ctx, &raftcmdv1.Command{RequestId: requestID, Op: &raftcmdv1.Command_Txn{Txn: &raftcmdv1.Txn{
+		Namespace: ns,
+		Compares: []*raftcmdv1.Compare{{
+			Object: object, Key: key, Target: raftcmdv1.CompareTarget_COMPARE_TARGET_MOD_REVISION,
+			Relation: raftcmdv1.Relation_RELATION_EQUAL, Revision: expected,
+		}},
+		Success: []*raftcmdv1.TxnOp{op},
+		Failure: []*raftcmdv1.TxnOp{{Op: &raftcmdv1.TxnOp_Get{Get: &raftcmdv1.TxnGet{Object: object, Key: key}}}},
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	if t := res.GetTxn(); !t.GetSucceeded() {
+		var current *raftcmdv1.StoredKey
+		if rs := t.GetResults(); len(rs) == 1 {
+			current = rs[0].GetGet().GetKv()
+		}
+		return nil, revisionMismatch(key, expected, current)
+	}
+	return res, nil
 }

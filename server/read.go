@@ -8,6 +8,8 @@ import (
 	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"github.com/cairndb/cairn/raftnode"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Read consistency levels.
@@ -44,34 +46,40 @@ func (s *Server) readBarrier(ctx context.Context, consistency string) (*cairnv1.
 	return &cairnv1.ResponseHeader{Revision: s.node.AppliedIndex(), NodeId: s.node.ID(), Consistency: Linearizable}, nil
 }
 
-// readIndex gets a read index from the leader, retrying while leadership
-// moves.
+// readIndex gets a read index from the leader, retrying within
+// LeaderWait while leadership moves or the leader cannot be reached (a
+// read is always safe to retry).
 func (s *Server) readIndex(ctx context.Context) (uint64, error) {
+	retryUntil := time.Now().Add(s.cfg.LeaderWait)
 	for {
-		_, conn, err := s.leader(ctx)
-		if err != nil {
-			return 0, err
+		index, err := s.readIndexOnce(ctx)
+		if err == nil || !(isNotLeader(err) || status.Code(err) == codes.Unavailable) || time.Now().After(retryUntil) {
+			return index, err
 		}
-		if conn == nil {
-			index, err := s.node.ReadIndex(ctx)
-			if err == nil || !isNotLeader(err) {
-				return index, err
-			}
-		} else {
-			resp, err := peerClient(conn).ReadIndex(ctx, &peerv1.ReadIndexRequest{})
-			if err != nil {
-				return 0, err
-			}
-			if !resp.NotLeader {
-				return resp.Index, nil
-			}
-		}
-		if err := s.waitLeaderChange(ctx); err != nil {
+		if err := s.pause(ctx); err != nil {
 			return 0, err
 		}
 	}
 }
 
+func (s *Server) readIndexOnce(ctx context.Context) (uint64, error) {
+	_, conn, err := s.leader(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if conn == nil {
+		return s.node.ReadIndex(ctx)
+	}
+	resp, err := peerClient(conn).ReadIndex(ctx, &peerv1.ReadIndexRequest{})
+	if err != nil {
+		return 0, err
+	}
+	if resp.NotLeader {
+		return 0, errNotLeaderAnymore
+	}
+	return resp.Index, nil
+}
+
 func isNotLeader(err error) bool {
-	return err != nil && (errors.Is(err, raftnode.ErrNotLeader) || errors.Is(err, raftnode.ErrLeadershipLost))
+	return errors.Is(err, raftnode.ErrNotLeader) || errors.Is(err, raftnode.ErrLeadershipLost)
 }

@@ -1,0 +1,175 @@
+package fsm
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+)
+
+// Exactly-once writes: the FSM remembers, per (namespace, request id), a
+// digest of the command and its result until the command's retention
+// window, in log time, has passed. Expired entries are removed a bounded
+// number per batch, oldest first, so memory and disk stay bounded by the
+// request rate times the window.
+var (
+	bucketRequests      = []byte("requests")       // lp(ns) + request id -> request record
+	bucketRequestExpiry = []byte("request_expiry") // expiry ms (uint64 BE) + lp(ns) + request id -> empty
+)
+
+const (
+	// DefaultRequestRetentionMs is the window of a command that names none.
+	DefaultRequestRetentionMs = 10 * 60 * 1000
+	// MaxRequestIDBytes is the longest request id.
+	MaxRequestIDBytes = 128
+	// expiryBatch bounds how many expired request records one batch
+	// removes, so that expiry never stalls the log.
+	expiryBatch = 256
+)
+
+// commandNamespace returns the namespace a command's request id is scoped
+// to ("" for cluster commands).
+func commandNamespace(cmd *raftcmdv1.Command) string {
+	switch op := cmd.Op.(type) {
+	case *raftcmdv1.Command_PutNamespace:
+		return op.PutNamespace.GetName()
+	case *raftcmdv1.Command_DeleteNamespace:
+		return op.DeleteNamespace.GetName()
+	case *raftcmdv1.Command_BatchWrite:
+		return op.BatchWrite.GetNamespace()
+	case *raftcmdv1.Command_DeleteObject:
+		return op.DeleteObject.GetNamespace()
+	case *raftcmdv1.Command_Txn:
+		return op.Txn.GetNamespace()
+	}
+	return ""
+}
+
+// requestDigest identifies what a command asks, apart from when and by
+// which attempt it was sent.
+func requestDigest(cmd *raftcmdv1.Command) [sha256.Size]byte {
+	c := proto.Clone(cmd).(*raftcmdv1.Command)
+	c.Version, c.TimeUnixMs, c.RequestId, c.RequestRetentionMs = 0, 0, "", 0
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	must(err)
+	return sha256.Sum256(b)
+}
+
+func retentionOf(cmd *raftcmdv1.Command) int64 {
+	if cmd.RequestRetentionMs > 0 {
+		return cmd.RequestRetentionMs
+	}
+	return DefaultRequestRetentionMs
+}
+
+func requestKey(ns, id string) []byte {
+	return append(appendLP(make([]byte, 0, 2+len(ns)+len(id)), ns), id...)
+}
+
+// requestRecord is the stored memory of one applied request.
+type requestRecord struct {
+	expiry uint64 // log time, unix ms
+	digest [sha256.Size]byte
+	result []byte // deterministic raftcmdv1.Result
+}
+
+func (r requestRecord) encode() []byte {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(r.digest)+len(r.result))
+	b = append(b, recordVersion)
+	b = binary.AppendUvarint(b, r.expiry)
+	b = append(b, r.digest[:]...)
+	return append(b, r.result...)
+}
+
+func decodeRequestRecord(b []byte) (requestRecord, error) {
+	var r requestRecord
+	if len(b) < 1 || b[0] != recordVersion {
+		return r, fmt.Errorf("fsm: request record: unknown version")
+	}
+	ur := uvarintReader{b: b[1:]}
+	r.expiry = ur.next()
+	if ur.err != nil || len(ur.b) < len(r.digest) {
+		return r, fmt.Errorf("fsm: truncated request record")
+	}
+	copy(r.digest[:], ur.b)
+	r.result = ur.b[len(r.digest):]
+	return r, nil
+}
+
+// lookupRequest finds a live record of request id in namespace ns. found
+// is false when there is none (or it has expired). A record with another
+// digest means the id was reused for a different request.
+func lookupRequest(tx *bolt.Tx, ns, id string, digest [sha256.Size]byte, now int64) (res *raftcmdv1.Result, err error, found bool) {
+	v := tx.Bucket(bucketRequests).Get(requestKey(ns, id))
+	if v == nil {
+		return nil, nil, false
+	}
+	rec, derr := decodeRequestRecord(v)
+	if derr != nil {
+		panic(derr)
+	}
+	if int64(rec.expiry) <= now {
+		return nil, nil, false
+	}
+	if !bytes.Equal(rec.digest[:], digest[:]) {
+		return nil, fmt.Errorf("%w: request_id %q was already used for a different request in namespace %q; use a new id for a new request",
+			ErrRequestIDReused, id, ns), true
+	}
+	res = &raftcmdv1.Result{}
+	if uerr := proto.Unmarshal(rec.result, res); uerr != nil {
+		panic(fmt.Sprintf("fsm: stored result of request %q: %v", id, uerr))
+	}
+	res.Replayed = true
+	return res, nil, true
+}
+
+// rememberRequest stores res as the answer to request id until now +
+// retention.
+func (a *applier) rememberRequest(ns, id string, digest [sha256.Size]byte, retention int64, res *raftcmdv1.Result) {
+	key := requestKey(ns, id)
+	reqs := a.tx.Bucket(bucketRequests)
+	exp := a.tx.Bucket(bucketRequestExpiry)
+	if v := reqs.Get(key); v != nil { // an expired record not yet removed
+		old, err := decodeRequestRecord(v)
+		if err != nil {
+			panic(err)
+		}
+		a.delete(exp, append(u64(old.expiry), key...))
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(res)
+	must(err)
+	expiry := uint64(a.now + retention)
+	a.put(reqs, key, requestRecord{expiry: expiry, digest: digest, result: b}.encode())
+	a.put(exp, append(u64(expiry), key...), []byte{})
+}
+
+// expireRequests removes up to max request records whose window ended at
+// or before now, oldest first.
+func expireRequests(tx *bolt.Tx, now int64, max int) {
+	exp := tx.Bucket(bucketRequestExpiry)
+	reqs := tx.Bucket(bucketRequests)
+	c := exp.Cursor()
+	for i := 0; i < max; i++ {
+		k, _ := c.First()
+		if k == nil || int64(binary.BigEndian.Uint64(k[:8])) > now {
+			return
+		}
+		must(reqs.Delete(k[8:]))
+		must(c.Delete())
+	}
+}
+
+// RequestRecords returns how many request records are stored (for tests
+// and metrics).
+func (f *FSM) RequestRecords() (int, error) {
+	n := 0
+	err := f.view(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketRequests).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
