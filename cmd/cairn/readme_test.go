@@ -18,7 +18,7 @@ type readmeCommand struct {
 	wantStatus string
 }
 
-var statusComment = regexp.MustCompile(`HTTP (\d{3})`)
+var statusComment = regexp.MustCompile(`^# HTTP (\d{3})`)
 
 // readmeCommands returns the curl commands of the README's ```sh blocks,
 // in order, continuation lines joined.
@@ -46,7 +46,7 @@ func readmeCommands(t *testing.T) []readmeCommand {
 			continue
 		}
 		if strings.HasPrefix(l, "#") {
-			if m := statusComment.FindStringSubmatch(l); m != nil && !strings.Contains(l, "refused") {
+			if m := statusComment.FindStringSubmatch(l); m != nil {
 				want = m[1]
 			}
 			continue
