@@ -54,7 +54,7 @@ func (f *FSM) ApplyBatch(entries []Entry) []Result {
 	}
 	failed := make([]error, len(entries)) // commands that failed after writing
 	for {
-		results, last, applies, err := f.applyOnce(entries, failed)
+		results, changes, last, applies, err := f.applyOnce(entries, failed)
 		if errors.Is(err, errRedo) {
 			continue
 		}
@@ -63,6 +63,9 @@ func (f *FSM) ApplyBatch(entries []Entry) []Result {
 		}
 		f.applied.Store(last)
 		f.applies.Add(applies)
+		if f.opts.Observer != nil {
+			f.opts.Observer.Committed(last, changes)
+		}
 		return results
 	}
 }
@@ -70,8 +73,9 @@ func (f *FSM) ApplyBatch(entries []Entry) []Result {
 // errRedo rolls a batch's transaction back so it can be applied again.
 var errRedo = errors.New("fsm: redo batch")
 
-func (f *FSM) applyOnce(entries []Entry, failed []error) ([]Result, uint64, uint64, error) {
+func (f *FSM) applyOnce(entries []Entry, failed []error) ([]Result, []ChangeSet, uint64, uint64, error) {
 	results := make([]Result, len(entries))
+	var changes []ChangeSet
 	var last, applies uint64
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
@@ -90,6 +94,9 @@ func (f *FSM) applyOnce(entries []Entry, failed []error) ([]Result, uint64, uint
 			if cmd.TimeUnixMs > now {
 				now = cmd.TimeUnixMs
 			}
+			// Expiry runs per entry, so the state at each index depends on
+			// the log alone, never on how entries were batched.
+			expireRequests(tx, now, expiryBatch)
 			applies++
 			if failed[i] != nil {
 				results[i] = Result{Err: failed[i]}
@@ -105,17 +112,19 @@ func (f *FSM) applyOnce(entries []Entry, failed []error) ([]Result, uint64, uint
 				res.Revision = e.Index
 			}
 			results[i] = Result{Result: res, Err: err}
+			if err == nil && len(a.events) > 0 {
+				changes = append(changes, ChangeSet{Revision: e.Index, Namespace: commandNamespace(cmd), Events: a.events})
+			}
 		}
 		if last == applied {
 			return nil
 		}
-		expireRequests(tx, now, expiryBatch)
 		if err := meta.Put(metaApplied, u64(last)); err != nil {
 			return err
 		}
 		return meta.Put(metaNow, u64(uint64(now)))
 	})
-	return results, last, applies, err
+	return results, changes, last, applies, err
 }
 
 // decodeCommand decodes e's command or panics.
@@ -174,6 +183,7 @@ type applier struct {
 
 	ns      *raftcmdv1.Namespace // the namespace of the objects below
 	objects []*objState          // objects the command touched, in first-touch order
+	events  []Event              // the changes made, for watchers
 }
 
 // applyOnce answers a command that carries a request id already applied
@@ -183,6 +193,9 @@ type applier struct {
 func (a *applier) applyOnce(cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
 	if cmd.RequestId == "" {
 		return a.apply(cmd)
+	}
+	if len(cmd.RequestId) > MaxRequestIDBytes {
+		return nil, fmt.Errorf("%w: request_id is %d bytes, limit is %d", ErrInvalidArgument, len(cmd.RequestId), MaxRequestIDBytes)
 	}
 	ns := commandNamespace(cmd)
 	digest := requestDigest(cmd)

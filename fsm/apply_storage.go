@@ -120,6 +120,7 @@ func (a *applier) deleteObjectData(ns *raftcmdv1.Namespace, name string, shard u
 	}
 	a.delete(sb, okey)
 	a.delete(a.tx.Bucket(bucketObjects), indexKey(ns.Name, name))
+	a.emit(Event{Type: EventDeleteObject, Object: name})
 	ns.ObjectCount--
 	stat := readShardStat(sb)
 	stat.objects--

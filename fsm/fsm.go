@@ -27,6 +27,9 @@ type Options struct {
 	// InitialMmapSize is bbolt's initial memory map size. A large map keeps
 	// writers from waiting on a long snapshot read. 0 means 256 MiB.
 	InitialMmapSize int
+	// Observer, when set, is told of every committed batch and its changes
+	// and of every restore (for watch streams). nil means no one is told.
+	Observer Observer
 	// NoSync disables fsync of the state database. Durability then rests on
 	// the Raft log alone; for tests only.
 	NoSync bool

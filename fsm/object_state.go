@@ -82,6 +82,7 @@ func (a *applier) putKey(o *objState, k string, value []byte, enc raftcmdv1.Valu
 	}
 	a.put(o.sb, o.fullKey(k), rec.encode())
 	o.changed = true
+	a.emit(Event{Type: EventPut, Object: o.name, Key: k, Value: value, Encoding: enc, CreateRevision: rec.createRevision})
 	return !found
 }
 
@@ -95,6 +96,7 @@ func (a *applier) deleteKey(o *objState, k string) bool {
 	o.rec.keys--
 	a.delete(o.sb, o.fullKey(k))
 	o.changed = true
+	a.emit(Event{Type: EventDelete, Object: o.name, Key: k})
 	return true
 }
 
@@ -125,8 +127,8 @@ func (a *applier) finishObjects() error {
 	}
 	nsChanged := false
 	for _, o := range a.objects {
-		if !o.changed {
-			continue
+		if !o.changed || !o.existed && o.rec.keys == 0 {
+			continue // untouched, or created and emptied again: nothing to record
 		}
 		stat := readShardStat(o.sb)
 		stat.bytes = stat.bytes - o.startBytes + o.rec.bytes

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"runtime"
+	"strings"
 	"testing"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
@@ -100,4 +102,30 @@ func TestBugNonIncreasingIndexesInBatch(t *testing.T) {
 		t.Fatalf("applied index %d", f.AppliedIndex())
 	}
 	_ = raftcmdv1.Command{}
+}
+
+// Request expiry must not depend on how entries were batched.
+func TestRequestExpiryIndependentOfBatching(t *testing.T) {
+	cmds := []*raftcmdv1.Command{cmdPutNamespace("n", 0)}
+	for i := 0; i < 600; i++ {
+		cmds = append(cmds, withReq(cmdPut("n", "o", "k", fmt.Sprint(i)), fmt.Sprintf("req-%04d", i), 1000, reqT0))
+	}
+	cmds = append(cmds, atTime(cmdPut("n", "x", "k", "1"), reqT0+5000), atTime(cmdPut("n", "x", "k", "2"), reqT0+5000))
+	entries := entriesAt(t, 1, cmds...)
+	a, b := mustNew(t), mustNew(t)
+	a.ApplyBatch(entries[:601])
+	a.ApplyBatch(entries[601:])
+	b.ApplyBatch(entries[:601])
+	b.ApplyBatch(entries[601:602])
+	b.ApplyBatch(entries[602:])
+	if !bytes.Equal(mustHash(t, a), mustHash(t, b)) || !bytes.Equal(mustSnapshot(t, a), mustSnapshot(t, b)) {
+		t.Fatalf("same log, same index %d: hash/snapshot differ (%d vs %d request records)", a.AppliedIndex(), mustRecords(t, a), mustRecords(t, b))
+	}
+}
+
+// A request id over MaxRequestIDBytes is refused, not a crash.
+func TestLongRequestIDRefused(t *testing.T) {
+	f := mustNew(t)
+	mustApply1(t, f, cmdPutNamespace("n", 0))
+	mustReject(t, f, withReq(cmdPut("n", "o", "k", "v"), strings.Repeat("r", 40000), 1000, reqT0), ErrInvalidArgument)
 }

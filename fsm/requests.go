@@ -59,11 +59,19 @@ func requestDigest(cmd *raftcmdv1.Command) [sha256.Size]byte {
 	return sha256.Sum256(b)
 }
 
+// maxRequestRetentionMs caps a command's window (30 days), so that expiry
+// arithmetic cannot overflow.
+const maxRequestRetentionMs = 30 * 24 * 3600 * 1000
+
 func retentionOf(cmd *raftcmdv1.Command) int64 {
-	if cmd.RequestRetentionMs > 0 {
-		return cmd.RequestRetentionMs
+	switch r := cmd.RequestRetentionMs; {
+	case r <= 0:
+		return DefaultRequestRetentionMs
+	case r > maxRequestRetentionMs:
+		return maxRequestRetentionMs
+	default:
+		return r
 	}
-	return DefaultRequestRetentionMs
 }
 
 func requestKey(ns, id string) []byte {

@@ -152,6 +152,9 @@ func (f *FSM) Restore(r io.Reader) error {
 	f.mu.Unlock()
 	// Closing waits for read transactions on the old database (a snapshot
 	// being written out); queries already use the new one.
+	if f.opts.Observer != nil {
+		f.opts.Observer.Restored(f.applied.Load())
+	}
 	if old != nil {
 		if err := old.Close(); err != nil {
 			return fmt.Errorf("fsm: restore: close the replaced database: %w", err)
