@@ -212,12 +212,17 @@ func listRange(c *bolt.Cursor, prefix []byte, r Range) ([]KeyValue, bool, error)
 	size := 0
 	var err error
 	walkRange(c, prefix, r, func(k, v []byte) bool {
-		if len(out) == r.Limit || r.MaxBytes > 0 && size >= r.MaxBytes {
+		if len(out) == r.Limit {
 			more = true
 			return false
 		}
 		var kv KeyValue
 		if kv, err = toKeyValue(string(k[len(prefix):]), v, r.KeysOnly); err != nil {
+			return false
+		}
+		// A page never passes MaxBytes unless its first key alone does.
+		if n := len(kv.Key) + len(kv.Value); len(out) > 0 && r.MaxBytes > 0 && size+n > r.MaxBytes {
+			more = true
 			return false
 		}
 		size += len(kv.Key) + len(kv.Value)

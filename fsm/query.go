@@ -151,8 +151,9 @@ type Range struct {
 	Reverse     bool
 	// Limit is the most keys to return; must be positive.
 	Limit int
-	// MaxBytes ends the page early once the keys and values returned add up
-	// to at least this many bytes; 0 means no byte bound.
+	// MaxBytes ends the page early rather than let the keys and values
+	// returned pass this many bytes (a first key larger than it is still
+	// returned alone); 0 means no byte bound.
 	MaxBytes int
 	// KeysOnly leaves values out.
 	KeysOnly bool

@@ -148,13 +148,17 @@ func refList(keys []string, r Range) ([]string, bool) {
 	var out []string
 	size := 0
 	for _, k := range in {
-		if len(out) == r.Limit || r.MaxBytes > 0 && size >= r.MaxBytes {
+		if len(out) == r.Limit {
 			return out, true
 		}
-		size += len(k)
+		n := len(k)
 		if !r.KeysOnly {
-			size += len("v:" + k)
+			n += len("v:" + k)
 		}
+		if len(out) > 0 && r.MaxBytes > 0 && size+n > r.MaxBytes {
+			return out, true // a page never passes MaxBytes, unless its first key does
+		}
+		size += n
 		out = append(out, k)
 	}
 	return out, false

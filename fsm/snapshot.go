@@ -81,6 +81,22 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	return cw.n, cw.w.(*bufio.Writer).Flush()
 }
 
+// ReadSnapshotIndex reads the applied index from a snapshot stream's
+// header (and consumes the header).
+func ReadSnapshotIndex(r io.Reader) (uint64, error) {
+	var hdr [len(snapshotMagic) + 4 + 8]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, fmt.Errorf("%w: header: %w", ErrBadSnapshot, err)
+	}
+	if string(hdr[:len(snapshotMagic)]) != snapshotMagic {
+		return 0, fmt.Errorf("%w: not a cairn snapshot", ErrBadSnapshot)
+	}
+	if v := binary.BigEndian.Uint32(hdr[len(snapshotMagic):]); v != SnapshotVersion {
+		return 0, fmt.Errorf("%w: format version %d, this build reads %d", ErrBadSnapshot, v, SnapshotVersion)
+	}
+	return binary.BigEndian.Uint64(hdr[len(snapshotMagic)+4:]), nil
+}
+
 // Release ends the snapshot's read transaction.
 func (s *Snapshot) Release() { _ = s.tx.Rollback() }
 

@@ -53,6 +53,7 @@ func (m *machine) Restore(rc io.ReadCloser) error {
 	if err := m.n.fsm.Restore(rc); err != nil {
 		return err
 	}
+	m.n.coverSnapshot()
 	m.n.setApplied(m.n.fsm.AppliedIndex())
 	return nil
 }

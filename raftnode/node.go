@@ -1,5 +1,5 @@
 // Package raftnode wires cairn's state machine into hashicorp/raft: the
-// TCP transport, the bolt log store, the snapshot store, bootstrap and
+// TCP transport (mutual TLS when configured, shared with the peer API), the bolt log store, the snapshot store, bootstrap and
 // membership, propose-and-wait and linearizable read barriers. It knows
 // nothing of HTTP or the public API.
 package raftnode
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/tlsutil"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -31,6 +32,7 @@ type Node struct {
 	store *raftboltdb.BoltStore
 	snaps *raft.FileSnapshotStore
 	trans *raft.NetworkTransport
+	mux   *mux // the Raft port: Raft's streams and the peer API's
 
 	applied   atomic.Uint64 // highest index the FSM has finished applying
 	appliedMu sync.Mutex
@@ -103,10 +105,21 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 			return nil, fmt.Errorf("raftnode: AdvertiseAddr: %w", err)
 		}
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, 3, 10*time.Second, logger.Named("transport"))
-	if err != nil {
+	var mutual *tlsutil.Mutual
+	if cfg.TLS.Enabled() {
+		if mutual, err = tlsutil.LoadMutual(cfg.TLS.CAFile, cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			return nil, fmt.Errorf("raftnode: %w", err)
+		}
+	}
+	if n.mux, err = newMux(cfg.BindAddr, advertise, mutual, logger.Named("transport")); err != nil {
 		return nil, fmt.Errorf("raftnode: transport: %w", err)
 	}
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  raftStream{n.mux.raft},
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  logger.Named("transport"),
+	})
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -143,7 +156,22 @@ func (n *Node) catchUpFromSnapshot() error {
 	if len(metas) == 0 || metas[0].Index <= n.fsm.AppliedIndex() {
 		return nil
 	}
+	// The snapshot's index may lie past its last command (no-ops, barriers):
+	// its header says what the FSM had applied when it was taken.
 	_, rc, err := n.snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("raftnode: open snapshot %s: %w", metas[0].ID, err)
+	}
+	covered, err := fsm.ReadSnapshotIndex(rc)
+	_ = rc.Close()
+	if err != nil {
+		return fmt.Errorf("raftnode: snapshot %s: %w", metas[0].ID, err)
+	}
+	if covered <= n.fsm.AppliedIndex() {
+		n.coverSnapshot() // the FSM holds it all already
+		return nil
+	}
+	_, rc, err = n.snaps.Open(metas[0].ID)
 	if err != nil {
 		return fmt.Errorf("raftnode: open snapshot %s: %w", metas[0].ID, err)
 	}
@@ -151,7 +179,23 @@ func (n *Node) catchUpFromSnapshot() error {
 	if err := n.fsm.Restore(rc); err != nil {
 		return fmt.Errorf("raftnode: restore snapshot %s: %w", metas[0].ID, err)
 	}
+	n.coverSnapshot()
 	return nil
+}
+
+// coverSnapshot records in the FSM that its state covers the newest
+// snapshot's index. A snapshot's index may lie past the FSM's own applied
+// index (no-ops and barriers after the last command never reach the FSM);
+// without this a restored node would wait for entries it will never see
+// and restore the same snapshot again on every start.
+func (n *Node) coverSnapshot() {
+	metas, err := n.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return
+	}
+	if idx := metas[0].Index; idx > n.fsm.AppliedIndex() {
+		n.fsm.ApplyBatch([]fsm.Entry{{Index: idx}}) // no command: only the applied index moves
+	}
 }
 
 // Bootstrap forms a new cluster of servers. It is a no-op on a node that
@@ -193,6 +237,9 @@ func (n *Node) Shutdown() error {
 func (n *Node) closeStores() {
 	if n.trans != nil {
 		_ = n.trans.Close()
+	}
+	if n.mux != nil {
+		_ = n.mux.Close()
 	}
 	if n.store != nil {
 		_ = n.store.Close()

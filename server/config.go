@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/cairndb/cairn/auth"
 )
 
 // Config configures a Server. The zero value of each limit means its
@@ -41,6 +43,30 @@ type Config struct {
 	// means 15 s.
 	RequestTimeout time.Duration
 
+	// Auth configures the bearer tokens every API call must carry. The
+	// zero value means no authentication: every call is allowed (the CLI
+	// refuses that unless told --insecure-no-auth).
+	Auth auth.Config
+	// TLS configures TLS on the client API, gRPC and REST. The zero value
+	// means plain text.
+	TLS TLSConfig
+	// MaxConcurrentStreams bounds the concurrent calls on one client
+	// connection to the gRPC port. 0 means 1024.
+	MaxConcurrentStreams uint32
+	// MaxHeaderBytes bounds the headers of a REST request and the metadata
+	// of a gRPC call. 0 means 64 KiB.
+	MaxHeaderBytes int
+	// HTTPReadTimeout bounds reading one REST request, body included; 0
+	// means 60 s. HTTPIdleTimeout closes keep-alive connections idle that
+	// long; 0 means 120 s. Responses have no write timeout, as streaming
+	// responses (watches) last as long as their client wants.
+	HTTPReadTimeout time.Duration
+	HTTPIdleTimeout time.Duration
+
+	// CORSOrigins are the browser origins the REST API answers
+	// cross-origin requests from ("*" for any); empty means none.
+	CORSOrigins []string
+
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -51,9 +77,11 @@ const (
 	// MaxListLimit the largest page size one may ask for.
 	DefaultListLimit = 100
 	MaxListLimit     = 1000
-	// maxPageBytes ends a page of keys early once its keys and values reach
-	// this size; the page token continues it.
-	maxPageBytes = 4 << 20
+	// maxPageBytes ends a page of keys early rather than let its keys and
+	// values pass this size (so that, with values of up to 1 MiB, a page
+	// stays under gRPC's default 4 MiB message limit); the page token
+	// continues it.
+	maxPageBytes = 2 << 20
 )
 
 // DefaultConfig returns the default limits.
@@ -66,6 +94,11 @@ func DefaultConfig() Config {
 		RequestRetention: 10 * time.Minute,
 		LeaderWait:       5 * time.Second,
 		RequestTimeout:   15 * time.Second,
+
+		MaxConcurrentStreams: 1024,
+		MaxHeaderBytes:       64 << 10,
+		HTTPReadTimeout:      60 * time.Second,
+		HTTPIdleTimeout:      120 * time.Second,
 	}
 }
 
@@ -92,6 +125,18 @@ func (c Config) withDefaults() Config {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = d.RequestTimeout
 	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = d.MaxConcurrentStreams
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if c.HTTPReadTimeout == 0 {
+		c.HTTPReadTimeout = d.HTTPReadTimeout
+	}
+	if c.HTTPIdleTimeout == 0 {
+		c.HTTPIdleTimeout = d.HTTPIdleTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -116,8 +161,17 @@ func (c Config) Validate() error {
 	if c.MaxRequestBytes != 0 && c.MaxValueBytes > c.MaxRequestBytes {
 		errs = append(errs, fmt.Errorf("server: MaxValueBytes %d exceeds MaxRequestBytes %d", c.MaxValueBytes, c.MaxRequestBytes))
 	}
-	if c.LeaderWait < 0 || c.RequestTimeout < 0 || c.RequestRetention < 0 {
+	if c.LeaderWait < 0 || c.RequestTimeout < 0 || c.RequestRetention < 0 || c.HTTPReadTimeout < 0 || c.HTTPIdleTimeout < 0 {
 		errs = append(errs, errors.New("server: durations must not be negative"))
+	}
+	if c.MaxHeaderBytes < 0 {
+		errs = append(errs, errors.New("server: MaxHeaderBytes must not be negative"))
+	}
+	if c.TLS.Enabled() && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("server: TLS needs CertFile and KeyFile together"))
+	}
+	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

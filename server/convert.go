@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -24,11 +25,13 @@ func encodeValue(field string, v *structpb.Value, bin []byte, isBinary bool) ([]
 	if v == nil {
 		return nil, 0, invalidf("%s: one of value (a JSON document) or binary_value (bytes) is required", field)
 	}
-	b, err := json.Marshal(v.AsInterface())
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // store "<" as one byte, not six
+	if err := enc.Encode(v.AsInterface()); err != nil {
 		return nil, 0, invalidf("%s.value: %v", field, err)
 	}
-	return b, raftcmdv1.ValueEncoding_VALUE_ENCODING_JSON, nil
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), raftcmdv1.ValueEncoding_VALUE_ENCODING_JSON, nil
 }
 
 // decodeValue turns a stored value back into a JSON document or bytes.

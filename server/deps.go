@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 	"github.com/cairndb/cairn/fsm"
@@ -24,6 +25,14 @@ type Node interface {
 	AddServer(ctx context.Context, id, addr string, voter bool) error
 	RemoveServer(ctx context.Context, id string) error
 	TransferLeadership(id string) error
+	// PeerListener yields the peer API connections that arrive on the
+	// Raft port (mutual TLS when the cluster has it); DialPeer connects to
+	// the peer API of the member at a Raft address.
+	PeerListener() net.Listener
+	DialPeer(ctx context.Context, raftAddr string) (net.Conn, error)
+	// VerifyPeer checks that the process at a Raft address holds a
+	// certificate of the cluster CA (nil without cluster TLS).
+	VerifyPeer(ctx context.Context, raftAddr string) error
 }
 
 // State is what the server reads of the applied state (*fsm.FSM).
@@ -42,4 +51,6 @@ type State interface {
 type Deps struct {
 	Node  Node
 	State State
+	// Watch is the change history the FSM feeds (fsm.Options.Observer).
+	Watch *WatchHub
 }

@@ -33,16 +33,20 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 	)
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(s.dialGateway),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes+(1<<20))),
 	}
-	self := s.grpcLis.Addr().String()
-	if a := advertised("", s.grpcLis.Addr()); a != "" {
-		self = a
+	self := gatewayTarget // the API in process (listeners.go), whatever the gRPC port's TLS
+	conn, err := grpc.NewClient(self, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("server: dial own gRPC API: %w", err)
 	}
+	s.selfConn = conn
 	for _, register := range []func(context.Context, *runtime.ServeMux, string, []grpc.DialOption) error{
 		cairnv1.RegisterNamespaceServiceHandlerFromEndpoint,
 		cairnv1.RegisterObjectServiceHandlerFromEndpoint,
 		cairnv1.RegisterClusterServiceHandlerFromEndpoint,
+		cairnv1.RegisterWatchServiceHandlerFromEndpoint,
 	} {
 		if err := register(ctx, gw, self, opts); err != nil {
 			return nil, fmt.Errorf("server: gateway: %w", err)
@@ -55,16 +59,18 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	api := s.limitBody(keyPathFix(gw))
+	api := bearerChallenges(s.limitBody(keyPathFix(gw)))
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/healthz", "/readyz", "/metrics":
+		switch {
+		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics":
 			mux.ServeHTTP(w, r)
+		case isSSE(r):
+			s.serveSSE(w, r)
 		default:
 			api.ServeHTTP(w, r)
 		}
 	})
-	return root, nil
+	return s.cors(root), nil
 }
 
 // readyz answers 200 when this node knows a leader and has applied what is
@@ -134,6 +140,35 @@ func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
 
+// bearerChallenges answers every 401 with the Bearer challenge of RFC
+// 6750 (the gateway would put the error message in WWW-Authenticate for
+// unary calls, and nothing for streams).
+func bearerChallenges(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(bearerChallenge{w}, r)
+	})
+}
+
+// bearerChallenge sets the challenge when a 401 is written; it flushes
+// like the writer it wraps, for streaming responses.
+type bearerChallenge struct{ http.ResponseWriter }
+
+func (b bearerChallenge) WriteHeader(code int) {
+	if code == http.StatusUnauthorized {
+		b.Header().Set("WWW-Authenticate", `Bearer realm="cairn"`)
+	}
+	b.ResponseWriter.WriteHeader(code)
+}
+
+func (b bearerChallenge) Flush() {
+	if f, ok := b.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the writer underneath.
+func (b bearerChallenge) Unwrap() http.ResponseWriter { return b.ResponseWriter }
+
 // statusWriter replaces the status a handler writes.
 type statusWriter struct {
 	http.ResponseWriter
@@ -141,3 +176,12 @@ type statusWriter struct {
 }
 
 func (s statusWriter) WriteHeader(int) { s.ResponseWriter.WriteHeader(s.status) }
+
+// httpStatusFromCode maps a status to its HTTP status as the gateway does,
+// with a revision mismatch as 412.
+func httpStatusFromCode(st *status.Status) int {
+	if st.Code() == codes.FailedPrecondition && hasReason(st, ReasonRevisionMismatch) {
+		return http.StatusPreconditionFailed
+	}
+	return runtime.HTTPStatusFromCode(st.Code())
+}

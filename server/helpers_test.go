@@ -58,6 +58,9 @@ type clusterOptions struct {
 	// its defaults).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	// Configure, when set, adjusts each node's configuration (auth, TLS)
+	// after the defaults are filled in.
+	Configure func(id string, cfg *NodeConfig)
 }
 
 // testNode is one node of a test cluster, with what it needs to be
@@ -81,7 +84,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 // nodeConfig returns the configuration of a new node id in dir.
 func (c *testCluster) nodeConfig(id, dir string) NodeConfig {
-	return NodeConfig{
+	cfg := NodeConfig{
 		Dir: dir,
 		Raft: raftnode.Config{
 			ID:                 id,
@@ -103,6 +106,10 @@ func (c *testCluster) nodeConfig(id, dir string) NodeConfig {
 		FSMNoSync:   !c.opts.Durable,
 		JoinTimeout: waitLong,
 	}
+	if c.opts.Configure != nil {
+		c.opts.Configure(id, &cfg)
+	}
+	return cfg
 }
 
 // mustStartCluster starts n nodes: node1 bootstraps, the others join

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +17,11 @@ import (
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/raftnode"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // NodeConfig describes a whole cairn node: its state machine, its Raft
@@ -31,6 +36,8 @@ type NodeConfig struct {
 	Server Config
 	// FSMNoSync turns off fsync of the FSM database (tests only).
 	FSMNoSync bool
+	// History bounds the change history kept for watch streams.
+	History HistoryConfig
 
 	// InitialCluster, when set, forms a new cluster of these voters; every
 	// node of the cluster gets the same list. Ignored once state exists.
@@ -44,6 +51,14 @@ type NodeConfig struct {
 	Join []string
 	// JoinTimeout bounds the attempts to join. 0 means 60 s.
 	JoinTimeout time.Duration
+	// JoinToken is the bearer token sent with the join request (it needs
+	// the admin role). Empty sends none, which suits a cluster without
+	// authentication.
+	JoinToken string
+	// JoinTLS, when set, secures the join request to the members' client
+	// API, for gRPC addresses and https:// ones alike. nil means plain
+	// text for gRPC addresses, and the system roots for https:// ones.
+	JoinTLS *tls.Config
 }
 
 // RunningNode is a started node.
@@ -71,10 +86,12 @@ func StartNode(cfg NodeConfig) (*RunningNode, error) {
 	if err := cfg.Server.Validate(); err != nil {
 		return nil, err
 	}
-	f, err := fsm.Open(fsm.Options{Dir: filepath.Join(cfg.Dir, "fsm"), NoSync: cfg.FSMNoSync})
+	hub := NewWatchHub(cfg.History, 0)
+	f, err := fsm.Open(fsm.Options{Dir: filepath.Join(cfg.Dir, "fsm"), NoSync: cfg.FSMNoSync, Observer: hub})
 	if err != nil {
 		return nil, err
 	}
+	hub.Restored(f.AppliedIndex()) // history starts at the state as opened
 	rcfg := cfg.Raft
 	rcfg.Dir = filepath.Join(cfg.Dir, "raft")
 	node, err := raftnode.New(rcfg, f)
@@ -82,7 +99,7 @@ func StartNode(cfg NodeConfig) (*RunningNode, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	srv, err := New(cfg.Server, Deps{Node: node, State: f})
+	srv, err := New(cfg.Server, Deps{Node: node, State: f, Watch: hub})
 	if err == nil {
 		err = srv.Start()
 	}
@@ -100,7 +117,7 @@ func StartNode(cfg NodeConfig) (*RunningNode, error) {
 	case len(cfg.InitialCluster) > 0:
 		err = node.Bootstrap(cfg.InitialCluster)
 	case len(cfg.Join) > 0:
-		err = rn.join(cfg.Join, cfg.JoinTimeout)
+		err = rn.join(cfg)
 	}
 	if err != nil {
 		rn.Stop()
@@ -116,8 +133,14 @@ func (rn *RunningNode) Stop() {
 	_ = rn.FSM.Close()
 }
 
-// join asks the members at addrs, in turn, to add this node as a voter.
-func (rn *RunningNode) join(addrs []string, timeout time.Duration) error {
+// errJoinRefused marks a join request a member refused for good (bad
+// token, missing role, a node certificate the cluster does not trust):
+// trying again cannot help.
+var errJoinRefused = errors.New("server: join refused")
+
+// join asks the members at cfg.Join, in turn, to add this node as a voter.
+func (rn *RunningNode) join(cfg NodeConfig) error {
+	addrs, timeout := cfg.Join, cfg.JoinTimeout
 	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
@@ -130,9 +153,12 @@ func (rn *RunningNode) join(addrs []string, timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		errs = errs[:0]
 		for _, addr := range addrs {
-			err := joinVia(addr, req)
+			err := joinVia(addr, req, cfg.JoinToken, cfg.JoinTLS)
 			if err == nil {
 				return nil
+			}
+			if errors.Is(err, errJoinRefused) {
+				return fmt.Errorf("server: could not join through %s: %w", addr, err)
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 		}
@@ -143,29 +169,41 @@ func (rn *RunningNode) join(addrs []string, timeout time.Duration) error {
 
 // joinVia sends an AddMember request to addr over REST when addr starts
 // with http:// or https://, otherwise over gRPC, falling back to REST when
-// addr does not speak gRPC.
-func joinVia(addr string, req *cairnv1.AddMemberRequest) error {
+// addr does not speak gRPC. token, when set, is sent as the bearer token.
+func joinVia(addr string, req *cairnv1.AddMemberRequest, token string, tlsCfg *tls.Config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
-		return joinREST(ctx, addr, req)
+		return joinREST(ctx, addr, req, token, tlsCfg)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, scheme := insecure.NewCredentials(), "http://"
+	if tlsCfg != nil {
+		creds, scheme = credentials.NewTLS(tlsCfg.Clone()), "https://"
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	_, gerr := cairnv1.NewClusterServiceClient(conn).AddMember(ctx, req)
+	gctx := ctx
+	if token != "" {
+		gctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
+	_, gerr := cairnv1.NewClusterServiceClient(conn).AddMember(gctx, req)
 	if gerr == nil {
 		return nil
 	}
-	if rerr := joinREST(ctx, "http://"+addr, req); rerr == nil {
+	switch status.Code(gerr) {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.FailedPrecondition:
+		return fmt.Errorf("%w: %w", errJoinRefused, gerr)
+	}
+	if rerr := joinREST(ctx, scheme+addr, req, token, tlsCfg); rerr == nil {
 		return nil
 	}
 	return gerr
 }
 
-func joinREST(ctx context.Context, base string, req *cairnv1.AddMemberRequest) error {
+func joinREST(ctx context.Context, base string, req *cairnv1.AddMemberRequest, token string, tlsCfg *tls.Config) error {
 	body, err := json.Marshal(map[string]any{
 		"id": req.Id, "raft_addr": req.RaftAddr, "grpc_addr": req.GrpcAddr, "http_addr": req.HttpAddr,
 	})
@@ -177,13 +215,25 @@ func joinREST(ctx context.Context, base string, req *cairnv1.AddMemberRequest) e
 		return err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(hreq)
+	if token != "" {
+		hreq.Header.Set("Authorization", "Bearer "+token)
+	}
+	client := http.DefaultClient
+	if tlsCfg != nil {
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg.Clone(), ForceAttemptHTTP2: true}}
+		defer client.CloseIdleConnections()
+	}
+	resp, err := client.Do(hreq)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return fmt.Errorf("%w: HTTP %d: %s", errJoinRefused, resp.StatusCode, bytes.TrimSpace(msg))
+	default:
 		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
 	}
 	return nil

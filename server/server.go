@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,9 +15,10 @@ import (
 	"net/http"
 	"sync"
 
-	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
+	"github.com/cairndb/cairn/auth"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/test/bufconn"
 )
 
 // Server is one node's API front. Create it with New, then Start; Stop
@@ -25,14 +27,20 @@ type Server struct {
 	cfg   Config
 	node  Node
 	state State
+	hub   *WatchHub
 	log   *slog.Logger
 	peers peers
 
 	grpcLis, httpLis             net.Listener
 	grpcAdvertise, httpAdvertise string
-	grpc                         *grpc.Server
+	grpc                         grpcServers
+	selfConn                     *grpc.ClientConn // to this node's own gRPC API
 	http                         *http.Server
 	metrics                      *metrics
+
+	verifier *auth.Verifier    // nil: no authentication
+	tls      *tls.Config       // the client API's; nil: plain text
+	gwLis    *bufconn.Listener // the gateway's in-memory connection to the API
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -43,16 +51,19 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Node == nil || deps.State == nil {
-		return nil, errors.New("server: Deps.Node and Deps.State are required")
+	if deps.Node == nil || deps.State == nil || deps.Watch == nil {
+		return nil, errors.New("server: Deps.Node, Deps.State and Deps.Watch are required")
 	}
 	cfg = cfg.withDefaults()
-	return &Server{cfg: cfg, node: deps.Node, state: deps.State, log: cfg.Logger}, nil
+	return &Server{cfg: cfg, node: deps.Node, state: deps.State, hub: deps.Watch, log: cfg.Logger}, nil
 }
 
 // Start binds the gRPC and HTTP listeners and serves until Stop.
 func (s *Server) Start() error {
 	var err error
+	if err := s.loadSecurity(); err != nil {
+		return err
+	}
 	if s.grpcLis, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
 		return fmt.Errorf("server: gRPC listen: %w", err)
 	}
@@ -62,18 +73,15 @@ func (s *Server) Start() error {
 	}
 	s.grpcAdvertise = advertised(s.cfg.AdvertiseGRPCAddr, s.grpcLis.Addr())
 	s.httpAdvertise = advertised(s.cfg.AdvertiseHTTPAddr, s.httpLis.Addr())
+	s.secureListeners()
+	s.gwLis = newGatewayListener()
 	s.metrics = newMetrics(s.node)
 
-	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
-		grpc.ChainStreamInterceptor(s.streamInterceptors()...),
-		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes+(1<<20)),
-		grpc.MaxSendMsgSize(64<<20),
-	)
+	s.grpc = s.newGRPCServers()
 	cairnv1.RegisterNamespaceServiceServer(s.grpc, &namespaceService{s: s})
 	cairnv1.RegisterObjectServiceServer(s.grpc, &objectService{s: s})
 	cairnv1.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
-	peerv1.RegisterPeerServiceServer(s.grpc, &peerService{s: s})
+	cairnv1.RegisterWatchServiceServer(s.grpc, &watchService{s: s})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -84,7 +92,15 @@ func (s *Server) Start() error {
 		_ = s.httpLis.Close()
 		return err
 	}
-	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: httpReadHeaderTimeout}
+	s.http = s.newHTTPServer(handler)
+	s.serveInternal()
+	if s.verifier != nil && s.verifier.ReloadInterval() > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.reloadKeysEvery(ctx, s.verifier.ReloadInterval())
+		}()
+	}
 
 	s.wg.Add(3)
 	go func() {
@@ -133,18 +149,24 @@ func (s *Server) Stop() {
 		return
 	}
 	s.cancel()
+	s.hub.close() // watch streams end with a revision to resume from
 	_ = s.http.Close()
 	s.grpc.Stop()
+	if s.selfConn != nil {
+		_ = s.selfConn.Close()
+	}
 	s.wg.Wait()
 	s.peers.close()
 }
 
-// unaryInterceptors is the chain every unary call passes, in order.
-// Authentication and authorization plug in at its head.
+// unaryInterceptors is the chain every unary call of the API passes, in
+// order; authentication and authorization (auth.go) come before the
+// deadline, so a refused call costs nothing.
 func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
 		s.metrics.unary,
 		recoverUnary(s.log),
+		s.authUnary,
 		deadlineUnary(s.cfg.RequestTimeout),
 		statusUnary,
 	}
@@ -154,6 +176,7 @@ func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 func (s *Server) streamInterceptors() []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
 		recoverStream(s.log),
+		s.authStream,
 		statusStream,
 	}
 }
