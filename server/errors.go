@@ -20,6 +20,8 @@ var (
 	// ErrNoLeader: no leader could be found in time (an election is
 	// running, or a majority is down).
 	ErrNoLeader = errors.New("server: no leader")
+	// ErrTooStale: a serializable read's max_staleness cannot be met here.
+	ErrTooStale = errors.New("server: node too stale")
 	// ErrLeaderUnreachable: the leader is known but could not be reached,
 	// or did not answer; a write's outcome is unknown.
 	ErrLeaderUnreachable = errors.New("server: leader unreachable")
@@ -48,6 +50,7 @@ var errorCodes = []struct {
 	{raftnode.ErrShutdown, codes.Unavailable},
 	{raftnode.ErrUnknownServer, codes.NotFound},
 	{ErrNoLeader, codes.Unavailable},
+	{ErrTooStale, codes.Unavailable},
 	{ErrCompacted, codes.OutOfRange},
 	{ErrWatchTooSlow, codes.ResourceExhausted},
 	{ErrWatchRestart, codes.Unavailable},

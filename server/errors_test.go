@@ -42,6 +42,11 @@ var sentinels = []struct {
 	{"raftnode.ErrUnknownServer", raftnode.ErrUnknownServer, codes.NotFound},
 	{"server.ErrNoLeader", ErrNoLeader, codes.Unavailable},
 	{"server.ErrLeaderUnreachable", ErrLeaderUnreachable, codes.Unavailable},
+	{"server.ErrTooStale", ErrTooStale, codes.Unavailable},
+	{"server.ErrCompacted", ErrCompacted, codes.OutOfRange},
+	{"server.ErrWatchTooSlow", ErrWatchTooSlow, codes.ResourceExhausted},
+	{"server.ErrWatchRestart", ErrWatchRestart, codes.Unavailable},
+	{"fsm.ErrRequestIDReused", fsm.ErrRequestIDReused, codes.AlreadyExists},
 }
 
 // declaredSentinel is an exported Err... variable found in a package's

@@ -33,7 +33,7 @@ func (n *namespaceService) GetNamespace(ctx context.Context, req *cairnv1.GetNam
 	if err := checkNamespace(req.Namespace); err != nil {
 		return nil, err
 	}
-	h, err := n.s.readBarrier(ctx, req.Consistency)
+	h, err := n.s.readBarrier(ctx, req.Consistency, req.MaxStalenessMs)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +45,7 @@ func (n *namespaceService) GetNamespace(ctx context.Context, req *cairnv1.GetNam
 }
 
 func (n *namespaceService) ListNamespaces(ctx context.Context, req *cairnv1.ListNamespacesRequest) (*cairnv1.ListNamespacesResponse, error) {
-	h, err := n.s.readBarrier(ctx, req.Consistency)
+	h, err := n.s.readBarrier(ctx, req.Consistency, req.MaxStalenessMs)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +54,11 @@ func (n *namespaceService) ListNamespaces(ctx context.Context, req *cairnv1.List
 		return nil, err
 	}
 	resp := &cairnv1.ListNamespacesResponse{Header: h, Namespaces: make([]*cairnv1.Namespace, 0, len(all))}
+	caller := Caller(ctx)
 	for _, ns := range all {
+		if caller != nil && !caller.AllowsNamespace(ns.Name) {
+			continue // a token sees only the namespaces it is granted
+		}
 		resp.Namespaces = append(resp.Namespaces, toAPINamespace(ns))
 	}
 	return resp, nil

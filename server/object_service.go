@@ -21,7 +21,7 @@ func (o *objectService) GetKey(ctx context.Context, req *cairnv1.GetKeyRequest) 
 	if err := checkKey("key", req.Key); err != nil {
 		return nil, err
 	}
-	h, err := o.s.readBarrier(ctx, req.Consistency)
+	h, err := o.s.readBarrier(ctx, req.Consistency, req.MaxStalenessMs)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +113,7 @@ func (o *objectService) BatchGet(ctx context.Context, req *cairnv1.BatchGetReque
 			return nil, err
 		}
 	}
-	h, err := o.s.readBarrier(ctx, req.Consistency)
+	h, err := o.s.readBarrier(ctx, req.Consistency, req.MaxStalenessMs)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +197,7 @@ func (o *objectService) ListKeys(ctx context.Context, req *cairnv1.ListKeysReque
 	}
 	r := keyRange(req, last)
 	r.Limit, r.MaxBytes = limit, maxPageBytes
-	h, err := o.s.readBarrier(ctx, req.Consistency)
+	h, err := o.s.readBarrier(ctx, req.Consistency, req.MaxStalenessMs)
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +259,7 @@ func (o *objectService) GetObject(ctx context.Context, req *cairnv1.GetObjectReq
 	if err := checkObject(req.Namespace, req.Object); err != nil {
 		return nil, err
 	}
-	h, err := o.s.readBarrier(ctx, req.Consistency)
+	h, err := o.s.readBarrier(ctx, req.Consistency, req.MaxStalenessMs)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +298,7 @@ func (o *objectService) ListObjects(ctx context.Context, req *cairnv1.ListObject
 	if err != nil {
 		return nil, err
 	}
-	h, err := o.s.readBarrier(ctx, req.Consistency)
+	h, err := o.s.readBarrier(ctx, req.Consistency, req.MaxStalenessMs)
 	if err != nil {
 		return nil, err
 	}

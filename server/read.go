@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
@@ -23,14 +24,27 @@ const (
 // read index (confirmed with a quorum) and waits until this node has
 // applied it, so any node serves it correctly; a serializable read answers
 // at once from this node's applied state and says how stale it may be.
-func (s *Server) readBarrier(ctx context.Context, consistency string) (*cairnv1.ResponseHeader, error) {
+//
+// maxStalenessMs (serializable reads only; 0: no bound) refuses to answer
+// from a follower that has not heard from the leader for longer, or knows
+// no leader.
+func (s *Server) readBarrier(ctx context.Context, consistency string, maxStalenessMs uint64) (*cairnv1.ResponseHeader, error) {
 	switch consistency {
 	case "", Linearizable:
 		consistency = Linearizable
 	case Serializable:
 		h := &cairnv1.ResponseHeader{Revision: s.node.AppliedIndex(), NodeId: s.node.ID(), Consistency: Serializable}
-		if st := s.node.Status(); !st.LastContact.IsZero() {
+		st := s.node.Status()
+		if !st.LastContact.IsZero() {
 			h.LastLeaderContactMs = time.Since(st.LastContact).Milliseconds()
+		}
+		if maxStalenessMs > 0 && !s.node.IsLeader() {
+			if st.LeaderID == "" || st.LastContact.IsZero() {
+				return nil, fmt.Errorf("%w: this node knows no leader, so it cannot bound its staleness (max_staleness_ms %d)", ErrTooStale, maxStalenessMs)
+			}
+			if uint64(h.LastLeaderContactMs) > maxStalenessMs {
+				return nil, fmt.Errorf("%w: this node last heard from the leader %d ms ago, more than max_staleness_ms %d", ErrTooStale, h.LastLeaderContactMs, maxStalenessMs)
+			}
 		}
 		return h, nil
 	default:

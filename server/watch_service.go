@@ -52,7 +52,7 @@ func (s *Server) watch(ctx context.Context, req *cairnv1.WatchRequest, send func
 	}
 	// The namespace check is linearizable: a watch opened after the
 	// namespace was created must find it, whichever node serves it.
-	if _, err := s.readBarrier(ctx, Linearizable); err != nil {
+	if _, err := s.readBarrier(ctx, Linearizable, 0); err != nil {
 		return err
 	}
 	if _, err := s.state.Namespace(req.Namespace); err != nil {

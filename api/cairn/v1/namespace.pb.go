@@ -271,9 +271,13 @@ type GetNamespaceRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// consistency is "linearizable" (default) or "serializable".
-	Consistency   string `protobuf:"bytes,2,opt,name=consistency,proto3" json:"consistency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Consistency string `protobuf:"bytes,2,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	// max_staleness_ms, for a serializable read, refuses (UNAVAILABLE) to
+	// answer from a follower that has not heard from the leader for longer;
+	// 0 means no bound.
+	MaxStalenessMs uint64 `protobuf:"varint,3,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetNamespaceRequest) Reset() {
@@ -318,6 +322,13 @@ func (x *GetNamespaceRequest) GetConsistency() string {
 		return x.Consistency
 	}
 	return ""
+}
+
+func (x *GetNamespaceRequest) GetMaxStalenessMs() uint64 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
 }
 
 type GetNamespaceResponse struct {
@@ -373,10 +384,14 @@ func (x *GetNamespaceResponse) GetNamespace() *Namespace {
 }
 
 type ListNamespacesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Consistency   string                 `protobuf:"bytes,1,opt,name=consistency,proto3" json:"consistency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Consistency string                 `protobuf:"bytes,1,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	// max_staleness_ms, for a serializable read, refuses (UNAVAILABLE) to
+	// answer from a follower that has not heard from the leader for longer;
+	// 0 means no bound.
+	MaxStalenessMs uint64 `protobuf:"varint,2,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListNamespacesRequest) Reset() {
@@ -414,6 +429,13 @@ func (x *ListNamespacesRequest) GetConsistency() string {
 		return x.Consistency
 	}
 	return ""
+}
+
+func (x *ListNamespacesRequest) GetMaxStalenessMs() uint64 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
 }
 
 type ListNamespacesResponse struct {
@@ -602,15 +624,17 @@ const file_cairn_v1_namespace_proto_rawDesc = "" +
 	"\x14PutNamespaceResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x121\n" +
 	"\tnamespace\x18\x02 \x01(\v2\x13.cairn.v1.NamespaceR\tnamespace\x12\x18\n" +
-	"\acreated\x18\x03 \x01(\bR\acreated\"U\n" +
+	"\acreated\x18\x03 \x01(\bR\acreated\"\x7f\n" +
 	"\x13GetNamespaceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12 \n" +
-	"\vconsistency\x18\x02 \x01(\tR\vconsistency\"{\n" +
+	"\vconsistency\x18\x02 \x01(\tR\vconsistency\x12(\n" +
+	"\x10max_staleness_ms\x18\x03 \x01(\x04R\x0emaxStalenessMs\"{\n" +
 	"\x14GetNamespaceResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x121\n" +
-	"\tnamespace\x18\x02 \x01(\v2\x13.cairn.v1.NamespaceR\tnamespace\"9\n" +
+	"\tnamespace\x18\x02 \x01(\v2\x13.cairn.v1.NamespaceR\tnamespace\"c\n" +
 	"\x15ListNamespacesRequest\x12 \n" +
-	"\vconsistency\x18\x01 \x01(\tR\vconsistency\"\x7f\n" +
+	"\vconsistency\x18\x01 \x01(\tR\vconsistency\x12(\n" +
+	"\x10max_staleness_ms\x18\x02 \x01(\x04R\x0emaxStalenessMs\"\x7f\n" +
 	"\x16ListNamespacesResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x123\n" +
 	"\n" +

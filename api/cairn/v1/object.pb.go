@@ -116,11 +116,15 @@ type ListObjectsRequest struct {
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Prefix    string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	// limit is the page size: 1-1000, 100 when 0.
-	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	Consistency   string `protobuf:"bytes,5,opt,name=consistency,proto3" json:"consistency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Limit       uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken   string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Consistency string `protobuf:"bytes,5,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	// max_staleness_ms, for a serializable read, refuses (UNAVAILABLE) to
+	// answer from a follower that has not heard from the leader for longer;
+	// 0 means no bound.
+	MaxStalenessMs uint64 `protobuf:"varint,6,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListObjectsRequest) Reset() {
@@ -188,6 +192,13 @@ func (x *ListObjectsRequest) GetConsistency() string {
 	return ""
 }
 
+func (x *ListObjectsRequest) GetMaxStalenessMs() uint64 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
+}
+
 type ListObjectsResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Header  *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -250,12 +261,16 @@ func (x *ListObjectsResponse) GetNextPageToken() string {
 }
 
 type GetObjectRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Object        string                 `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
-	Consistency   string                 `protobuf:"bytes,3,opt,name=consistency,proto3" json:"consistency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Namespace   string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Object      string                 `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	Consistency string                 `protobuf:"bytes,3,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	// max_staleness_ms, for a serializable read, refuses (UNAVAILABLE) to
+	// answer from a follower that has not heard from the leader for longer;
+	// 0 means no bound.
+	MaxStalenessMs uint64 `protobuf:"varint,4,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetObjectRequest) Reset() {
@@ -307,6 +322,13 @@ func (x *GetObjectRequest) GetConsistency() string {
 		return x.Consistency
 	}
 	return ""
+}
+
+func (x *GetObjectRequest) GetMaxStalenessMs() uint64 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
 }
 
 type GetObjectResponse struct {
@@ -474,13 +496,17 @@ func (x *DeleteObjectResponse) GetDeletedKeys() uint64 {
 }
 
 type GetKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Object        string                 `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Consistency   string                 `protobuf:"bytes,4,opt,name=consistency,proto3" json:"consistency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Namespace   string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Object      string                 `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	Key         string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Consistency string                 `protobuf:"bytes,4,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	// max_staleness_ms, for a serializable read, refuses (UNAVAILABLE) to
+	// answer from a follower that has not heard from the leader for longer;
+	// 0 means no bound.
+	MaxStalenessMs uint64 `protobuf:"varint,5,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetKeyRequest) Reset() {
@@ -539,6 +565,13 @@ func (x *GetKeyRequest) GetConsistency() string {
 		return x.Consistency
 	}
 	return ""
+}
+
+func (x *GetKeyRequest) GetMaxStalenessMs() uint64 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
 }
 
 // GetKeyResponse is the key's KeyValue, flattened, plus the header.
@@ -1003,9 +1036,13 @@ type ListKeysRequest struct {
 	PageToken   string `protobuf:"bytes,9,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	Consistency string `protobuf:"bytes,10,opt,name=consistency,proto3" json:"consistency,omitempty"`
 	// keys_only leaves values out.
-	KeysOnly      bool `protobuf:"varint,11,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	KeysOnly bool `protobuf:"varint,11,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	// max_staleness_ms, for a serializable read, refuses (UNAVAILABLE) to
+	// answer from a follower that has not heard from the leader for longer;
+	// 0 means no bound.
+	MaxStalenessMs uint64 `protobuf:"varint,12,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListKeysRequest) Reset() {
@@ -1115,6 +1152,13 @@ func (x *ListKeysRequest) GetKeysOnly() bool {
 	return false
 }
 
+func (x *ListKeysRequest) GetMaxStalenessMs() uint64 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
+}
+
 type ListKeysResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -1181,10 +1225,14 @@ type BatchGetRequest struct {
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Object    string                 `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
 	// keys are the keys to read, at most 128.
-	Keys          []string `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
-	Consistency   string   `protobuf:"bytes,4,opt,name=consistency,proto3" json:"consistency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Keys        []string `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
+	Consistency string   `protobuf:"bytes,4,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	// max_staleness_ms, for a serializable read, refuses (UNAVAILABLE) to
+	// answer from a follower that has not heard from the leader for longer;
+	// 0 means no bound.
+	MaxStalenessMs uint64 `protobuf:"varint,5,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BatchGetRequest) Reset() {
@@ -1243,6 +1291,13 @@ func (x *BatchGetRequest) GetConsistency() string {
 		return x.Consistency
 	}
 	return ""
+}
+
+func (x *BatchGetRequest) GetMaxStalenessMs() uint64 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
 }
 
 type BatchGetResponse struct {
@@ -1547,22 +1602,24 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12\x1b\n" +
 	"\tkey_count\x18\x04 \x01(\x04R\bkeyCount\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12\x14\n" +
-	"\x05shard\x18\x06 \x01(\rR\x05shard\"\xa1\x01\n" +
+	"\x05shard\x18\x06 \x01(\rR\x05shard\"\xcb\x01\n" +
 	"\x12ListObjectsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\x12 \n" +
-	"\vconsistency\x18\x05 \x01(\tR\vconsistency\"\x9f\x01\n" +
+	"\vconsistency\x18\x05 \x01(\tR\vconsistency\x12(\n" +
+	"\x10max_staleness_ms\x18\x06 \x01(\x04R\x0emaxStalenessMs\"\x9f\x01\n" +
 	"\x13ListObjectsResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12.\n" +
 	"\aobjects\x18\x02 \x03(\v2\x14.cairn.v1.ObjectInfoR\aobjects\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"j\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x94\x01\n" +
 	"\x10GetObjectRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\tR\x06object\x12 \n" +
-	"\vconsistency\x18\x03 \x01(\tR\vconsistency\"s\n" +
+	"\vconsistency\x18\x03 \x01(\tR\vconsistency\x12(\n" +
+	"\x10max_staleness_ms\x18\x04 \x01(\x04R\x0emaxStalenessMs\"s\n" +
 	"\x11GetObjectResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12,\n" +
 	"\x06object\x18\x02 \x01(\v2\x14.cairn.v1.ObjectInfoR\x06object\"j\n" +
@@ -1573,12 +1630,13 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"k\n" +
 	"\x14DeleteObjectResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12!\n" +
-	"\fdeleted_keys\x18\x02 \x01(\x04R\vdeletedKeys\"y\n" +
+	"\fdeleted_keys\x18\x02 \x01(\x04R\vdeletedKeys\"\xa3\x01\n" +
 	"\rGetKeyRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\tR\x06object\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03key\x12 \n" +
-	"\vconsistency\x18\x04 \x01(\tR\vconsistency\"\x80\x02\n" +
+	"\vconsistency\x18\x04 \x01(\tR\vconsistency\x12(\n" +
+	"\x10max_staleness_ms\x18\x05 \x01(\x04R\x0emaxStalenessMs\"\x80\x02\n" +
 	"\x0eGetKeyResponse\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x05value\x12#\n" +
@@ -1613,7 +1671,7 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"\x11DeleteKeyResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x18\n" +
-	"\adeleted\x18\x03 \x01(\bR\adeleted\"\xb6\x02\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\"\xe0\x02\n" +
 	"\x0fListKeysRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\tR\x06object\x12\x16\n" +
@@ -1628,16 +1686,18 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"page_token\x18\t \x01(\tR\tpageToken\x12 \n" +
 	"\vconsistency\x18\n" +
 	" \x01(\tR\vconsistency\x12\x1b\n" +
-	"\tkeys_only\x18\v \x01(\bR\bkeysOnly\"\x92\x01\n" +
+	"\tkeys_only\x18\v \x01(\bR\bkeysOnly\x12(\n" +
+	"\x10max_staleness_ms\x18\f \x01(\x04R\x0emaxStalenessMs\"\x92\x01\n" +
 	"\x10ListKeysResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12$\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x12.cairn.v1.KeyValueR\x03kvs\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"}\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xa7\x01\n" +
 	"\x0fBatchGetRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\tR\x06object\x12\x12\n" +
 	"\x04keys\x18\x03 \x03(\tR\x04keys\x12 \n" +
-	"\vconsistency\x18\x04 \x01(\tR\vconsistency\"j\n" +
+	"\vconsistency\x18\x04 \x01(\tR\vconsistency\x12(\n" +
+	"\x10max_staleness_ms\x18\x05 \x01(\x04R\x0emaxStalenessMs\"j\n" +
 	"\x10BatchGetResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12$\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x12.cairn.v1.KeyValueR\x03kvs\"z\n" +
