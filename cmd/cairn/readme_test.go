@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,6 +87,17 @@ func TestREADMEExamples(t *testing.T) {
 		return strings.Contains(dev.out.String(), "Press Ctrl-C")
 	})
 	for _, c := range cmds {
+		if strings.Contains(c.cmd, ":watch") {
+			// A watch streams until stopped: run it briefly; it must have
+			// opened (its first message says created).
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			out, _ := exec.CommandContext(ctx, "bash", "-c", c.cmd).CombinedOutput()
+			cancel()
+			if !strings.Contains(string(out), `"created":true`) && !strings.Contains(string(out), `"created": true`) {
+				t.Errorf("README.md:%d: %s\nthe watch did not open:\n%s", c.line, c.cmd, out)
+			}
+			continue
+		}
 		// Append the status after the body; pipelines keep their meaning.
 		shell := strings.Replace(c.cmd, "curl -s ", "curl -s -w '\\nHTTP-STATUS:%{http_code}\\n' ", 1)
 		out, err := exec.Command("bash", "-o", "pipefail", "-c", shell).CombinedOutput()

@@ -22,6 +22,7 @@ type serveFlags struct {
 	bootstrap                    bool
 	join                         []string
 	maxValueBytes                int
+	corsOrigins                  []string
 	logLevel                     string
 }
 
@@ -65,6 +66,7 @@ CAIRN_DATA_DIR for --data-dir.`,
 	fl.BoolVar(&f.bootstrap, "bootstrap", false, "form a new one-node cluster of this node")
 	fl.StringSliceVar(&f.join, "join", nil, "join the cluster through a member's gRPC or http:// address (repeatable)")
 	fl.IntVar(&f.maxValueBytes, "max-value-bytes", 1<<20, "largest value one key may hold")
+	fl.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "browser origin allowed to call the REST API cross-origin (repeatable; * for any)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -126,6 +128,7 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	sc.GRPCAddr, sc.HTTPAddr = f.grpcAddr, f.httpAddr
 	sc.AdvertiseGRPCAddr, sc.AdvertiseHTTPAddr = f.grpcAdvertise, f.httpAdvertise
 	sc.MaxValueBytes = f.maxValueBytes
+	sc.CORSOrigins = f.corsOrigins
 	if err := sc.Validate(); err != nil {
 		errs = append(errs, err)
 	}
