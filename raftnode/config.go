@@ -39,6 +39,12 @@ type Config struct {
 	// SnapshotRetain is how many snapshots are kept on disk.
 	SnapshotRetain int
 
+	// TLS secures the Raft port, which carries both Raft and the peer API
+	// (forwarded writes and reads), with mutual TLS. The zero value means
+	// plain TCP: anyone who can reach the port can then read and change
+	// the state, so it is for trusted networks and tests only.
+	TLS TLSConfig
+
 	// NoSync disables fsync of the Raft log. For tests only: without it a
 	// crash may lose acknowledged writes.
 	NoSync bool
@@ -48,6 +54,23 @@ type Config struct {
 	// LogLevel is "debug", "info", "warn" or "error"; empty means "info".
 	LogLevel string
 }
+
+// TLSConfig names the PEM files of mutual TLS among cluster members.
+// Either all three are set or none (no TLS).
+type TLSConfig struct {
+	// CAFile holds the cluster CA certificate(s). A peer is accepted, and
+	// dialed, only when its certificate chains to one of them.
+	CAFile string
+	// CertFile and KeyFile are this node's certificate and key, signed by
+	// the cluster CA, usable for both server and client authentication,
+	// and naming the host of the node's advertised Raft address as a SAN
+	// (peers check it when they dial).
+	CertFile string
+	KeyFile  string
+}
+
+// Enabled reports whether any TLS file is set.
+func (t TLSConfig) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
 
 // DefaultConfig returns the defaults for a node on a LAN.
 func DefaultConfig() Config {
@@ -111,6 +134,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatTimeout < 0 || c.ElectionTimeout < 0 || c.LeaderLeaseTimeout < 0 || c.CommitTimeout < 0 || c.SnapshotInterval < 0 {
 		errs = append(errs, errors.New("raftnode: durations must not be negative"))
+	}
+	if c.TLS.Enabled() && (c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("raftnode: TLS needs CAFile, CertFile and KeyFile together"))
 	}
 	if c.SnapshotRetain < 0 {
 		errs = append(errs, errors.New("raftnode: SnapshotRetain must not be negative"))

@@ -8,6 +8,8 @@ import (
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"github.com/cairndb/cairn/fsm"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 type clusterService struct {
@@ -66,6 +68,9 @@ func (c *clusterService) AddMember(ctx context.Context, req *cairnv1.AddMemberRe
 	}
 	if conn != nil {
 		return cairnv1.NewClusterServiceClient(conn).AddMember(ctx, req)
+	}
+	if err := c.s.node.VerifyPeer(ctx, req.RaftAddr); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "member %s at %s does not pass the cluster's mutual TLS: %s", req.Id, req.RaftAddr, userMessage(err))
 	}
 	if err := c.s.node.AddServer(ctx, req.Id, req.RaftAddr, !req.Nonvoter); err != nil {
 		return nil, err

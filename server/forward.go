@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -11,20 +12,28 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// peers keeps one gRPC connection per peer API address, for forwarding to
-// the leader.
+// peers keeps one gRPC connection per member's peer API, by Raft
+// address, for forwarding to the leader.
 type peers struct {
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func (p *peers) conn(addr string) (*grpc.ClientConn, error) {
+// conn returns the connection to the peer API at Raft address addr,
+// creating it with dial (Node.DialPeer: the Raft port's mutual TLS).
+// Calls on it carry the caller's token (forwardCaller).
+func (p *peers) conn(addr string, dial func(context.Context, string) (net.Conn, error)) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	// TLS, when the cluster has it, is dial's: the connection gRPC gets is
+	// already authenticated both ways.
+	c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(dial),
+		grpc.WithChainUnaryInterceptor(forwardCaller),
+		grpc.WithChainStreamInterceptor(forwardCallerStream),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		return nil, err
@@ -46,29 +55,25 @@ func (p *peers) close() {
 }
 
 // leader waits (up to LeaderWait) for a known leader and returns its id,
-// and, when it is another node, a connection to its API.
+// and, when it is another node, a connection to its peer API (on its Raft
+// port, whose address Raft knows).
 func (s *Server) leader(ctx context.Context) (string, *grpc.ClientConn, error) {
 	deadline := time.Now().Add(s.cfg.LeaderWait)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		id, _ := s.node.Leader()
+		id, addr := s.node.Leader()
 		if id == s.node.ID() && s.node.IsLeader() {
 			return id, nil, nil
 		}
-		if id != "" {
-			if addr := s.memberGRPCAddr(id); addr != "" {
-				c, err := s.peers.conn(addr)
-				if err != nil {
-					return "", nil, fmt.Errorf("%w: %s at %s: %w", ErrLeaderUnreachable, id, addr, err)
-				}
-				return id, c, nil
+		if id != "" && id != s.node.ID() && addr != "" {
+			c, err := s.peers.conn(addr, s.node.DialPeer)
+			if err != nil {
+				return "", nil, fmt.Errorf("%w: %s at %s: %w", ErrLeaderUnreachable, id, addr, err)
 			}
+			return id, c, nil
 		}
 		if time.Now().After(deadline) {
-			if id != "" {
-				return "", nil, fmt.Errorf("%w: leader %s has not published its API address", ErrNoLeader, id)
-			}
 			return "", nil, fmt.Errorf("%w: none elected within %s", ErrNoLeader, s.cfg.LeaderWait)
 		}
 		select {
@@ -77,21 +82,6 @@ func (s *Server) leader(ctx context.Context) (string, *grpc.ClientConn, error) {
 		case <-tick.C:
 		}
 	}
-}
-
-// memberGRPCAddr returns member id's gRPC address from the replicated
-// member records, or "" when it is not (yet) known.
-func (s *Server) memberGRPCAddr(id string) string {
-	members, err := s.state.Members()
-	if err != nil {
-		return ""
-	}
-	for _, m := range members {
-		if m.Id == id {
-			return m.GrpcAddr
-		}
-	}
-	return ""
 }
 
 func peerClient(c *grpc.ClientConn) peerv1.PeerServiceClient {
