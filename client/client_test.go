@@ -1,0 +1,200 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
+	"github.com/cairndb/cairn/client"
+)
+
+func mustCluster(t *testing.T) *testCluster {
+	t.Helper()
+	c, err := startCluster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.stop)
+	return c
+}
+
+func mustClient(t *testing.T, endpoints []string) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Config{Endpoints: endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestTypedErrors: each failure matches its sentinel with errors.Is.
+func TestTypedErrors(t *testing.T) {
+	cl := mustCluster(t)
+	c := mustClient(t, cl.endpoints())
+	ctx := context.Background()
+	if _, err := c.PutNamespace(ctx, "e", &cairnv1.NamespaceSettings{MaxObjectBytes: 100}); err != nil {
+		t.Fatal(err)
+	}
+	put, err := c.Put(ctx, "e", "o", "k", "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, getErr := c.Get(ctx, "e", "o", "missing")
+	_, casErr := c.Put(ctx, "e", "o", "k", "w", client.IfModRevision(put.Revision+100))
+	_, invErr := c.Put(ctx, "e", "o", strings.Repeat("k", 3000), "v")
+	_, quotaErr := c.Put(ctx, "e", "o", "big", strings.Repeat("x", 200))
+	_, nsErr := c.Put(ctx, "nope", "o", "k", "v")
+	_, _ = c.Put(ctx, "e", "o", "r", "1", client.WithRequestID("id-1"))
+	_, reuseErr := c.Put(ctx, "e", "o", "r", "2", client.WithRequestID("id-1"))
+	_, notEmptyErr := c.DeleteNamespace(ctx, "e", false)
+	for _, tc := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"missing key", getErr, client.ErrNotFound},
+		{"stale compare", casErr, client.ErrCompareFailed},
+		{"stale compare is a failed precondition", casErr, client.ErrFailedPrecondition},
+		{"long key", invErr, client.ErrInvalidArgument},
+		{"quota", quotaErr, client.ErrQuotaExceeded},
+		{"unknown namespace", nsErr, client.ErrNotFound},
+		{"reused request id", reuseErr, client.ErrRequestIDReused},
+		{"namespace not empty", notEmptyErr, client.ErrFailedPrecondition},
+	} {
+		if !errors.Is(tc.err, tc.want) {
+			t.Errorf("%s: %v is not %v", tc.name, tc.err, tc.want)
+		}
+		var e *client.Error
+		if !errors.As(tc.err, &e) || e.Message == "" {
+			t.Errorf("%s: %v is not a *client.Error with a message", tc.name, tc.err)
+		}
+	}
+	if errors.Is(notEmptyErr, client.ErrCompareFailed) {
+		t.Errorf("a non-empty namespace is not a failed compare")
+	}
+}
+
+// TestFailover: with the node the client talks to stopped (it was the
+// leader), calls move to the others; writes retried across the failover
+// keep their request ids and apply once.
+func TestFailover(t *testing.T) {
+	cl := mustCluster(t)
+	// Put the leader first so the client starts on it.
+	eps := cl.endpoints()
+	for i, n := range cl.nodes {
+		if n.Node.IsLeader() {
+			eps[0], eps[i] = eps[i], eps[0]
+			cl.nodes[0], cl.nodes[i] = cl.nodes[i], cl.nodes[0]
+		}
+	}
+	c := mustClient(t, eps)
+	ctx := context.Background()
+	if _, err := c.PutNamespace(ctx, "f", nil); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				if _, err := c.Put(ctx, "f", fmt.Sprintf("w%d", w), fmt.Sprintf("k%03d", i), i); err != nil {
+					errs <- fmt.Errorf("writer %d put %d: %w", w, i, err)
+					return
+				}
+				if w == 0 && i == 10 {
+					cl.nodes[0].Stop()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for w := 0; w < 4; w++ {
+		n := 0
+		for kv, err := range c.Keys(ctx, "f", fmt.Sprintf("w%d", w), client.ListOptions{}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kv.CreateRevision != kv.ModRevision {
+				t.Fatalf("w%d/%s applied twice (create %d, mod %d)", w, kv.Key, kv.CreateRevision, kv.ModRevision)
+			}
+			n++
+		}
+		if n != 50 {
+			t.Fatalf("w%d holds %d keys, want 50", w, n)
+		}
+	}
+}
+
+// TestWatchResumes: a watcher whose node stops resumes on another node
+// and delivers every revision once, in order.
+func TestWatchResumes(t *testing.T) {
+	cl := mustCluster(t)
+	var follower, other int
+	for i, n := range cl.nodes {
+		if !n.Node.IsLeader() {
+			follower = i
+		}
+	}
+	for i, n := range cl.nodes {
+		if i != follower && !n.Node.IsLeader() {
+			other = i
+		}
+	}
+	eps := cl.endpoints()
+	c := mustClient(t, []string{eps[follower], eps[other]})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.PutNamespace(ctx, "w", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Watch(ctx, &cairnv1.WatchRequest{Namespace: "w", Object: "o"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []uint64
+	for i := 0; i < 5; i++ {
+		r, err := c.Put(ctx, "w", "o", fmt.Sprint(i), i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r.Revision)
+	}
+	var got []uint64
+	for len(got) < 3 {
+		resp, err := w.Next(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, resp.Revision)
+	}
+	cl.nodes[follower].Stop()
+	for i := 5; i < 10; i++ {
+		r, err := c.Put(ctx, "w", "o", fmt.Sprint(i), i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r.Revision)
+	}
+	for len(got) < len(want) {
+		resp, err := w.Next(false)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		got = append(got, resp.Revision)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("watcher delivered %v, want %v", got, want)
+	}
+}
