@@ -34,7 +34,7 @@ type Error struct {
 	Reason string
 }
 
-func (e *Error) Error() string { return "cairn: " + e.Code.String() + ": " + e.Message }
+func (e *Error) Error() string { return e.Code.String() + ": " + e.Message }
 
 // Is matches e against this package's sentinel errors.
 func (e *Error) Is(target error) bool {

@@ -23,7 +23,7 @@ func (c *clusterService) GetCluster(_ context.Context, _ *cairnv1.GetClusterRequ
 	if err != nil {
 		return nil, err
 	}
-	return &cairnv1.GetClusterResponse{
+	resp := &cairnv1.GetClusterResponse{
 		Header:       &cairnv1.ResponseHeader{Revision: st.AppliedIndex, NodeId: c.s.node.ID()},
 		LeaderId:     st.LeaderID,
 		Term:         st.Term,
@@ -31,7 +31,12 @@ func (c *clusterService) GetCluster(_ context.Context, _ *cairnv1.GetClusterRequ
 		AppliedIndex: st.AppliedIndex,
 		State:        st.State,
 		Members:      members,
-	}, nil
+		Ready:        c.s.node.CaughtUp(),
+	}
+	if !st.LastContact.IsZero() {
+		resp.LastContactMs = time.Since(st.LastContact).Milliseconds()
+	}
+	return resp, nil
 }
 
 // members joins the Raft configuration with the replicated API addresses.

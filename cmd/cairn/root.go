@@ -17,7 +17,11 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newDevCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newDevCmd(), newVersionCmd(), newTokenCmd(), newCertsCmd())
+	for _, c := range []*cobra.Command{newKVCmd(), newNSCmd(), newObjCmd(), newWatchCmd(), newClusterCmd()} {
+		addClientFlags(c)
+		root.AddCommand(c)
+	}
 	return root
 }
 

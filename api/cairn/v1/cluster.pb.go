@@ -152,8 +152,14 @@ type GetClusterResponse struct {
 	CommitIndex  uint64                 `protobuf:"varint,4,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	AppliedIndex uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// state is this node's Raft state: Leader, Follower or Candidate.
-	State         string    `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
-	Members       []*Member `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
+	State   string    `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	Members []*Member `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
+	// last_contact_ms is how long ago this node last heard from the leader;
+	// 0 on the leader.
+	LastContactMs int64 `protobuf:"varint,8,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"`
+	// ready is true when this node knows a leader and has applied what is
+	// committed (as /readyz).
+	Ready         bool `protobuf:"varint,9,opt,name=ready,proto3" json:"ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -235,6 +241,20 @@ func (x *GetClusterResponse) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *GetClusterResponse) GetLastContactMs() int64 {
+	if x != nil {
+		return x.LastContactMs
+	}
+	return 0
+}
+
+func (x *GetClusterResponse) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
 }
 
 type AddMemberRequest struct {
@@ -562,7 +582,7 @@ const file_cairn_v1_cluster_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x14\n" +
 	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x06 \x01(\bR\x06leader\"\x13\n" +
-	"\x11GetClusterRequest\"\x81\x02\n" +
+	"\x11GetClusterRequest\"\xbf\x02\n" +
 	"\x12GetClusterResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x12\n" +
@@ -570,7 +590,9 @@ const file_cairn_v1_cluster_proto_rawDesc = "" +
 	"\fcommit_index\x18\x04 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x14\n" +
 	"\x05state\x18\x06 \x01(\tR\x05state\x12*\n" +
-	"\amembers\x18\a \x03(\v2\x10.cairn.v1.MemberR\amembers\"\x95\x01\n" +
+	"\amembers\x18\a \x03(\v2\x10.cairn.v1.MemberR\amembers\x12&\n" +
+	"\x0flast_contact_ms\x18\b \x01(\x03R\rlastContactMs\x12\x14\n" +
+	"\x05ready\x18\t \x01(\bR\x05ready\"\x95\x01\n" +
 	"\x10AddMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
