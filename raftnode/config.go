@@ -1,9 +1,11 @@
 package raftnode
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 )
 
@@ -44,6 +46,11 @@ type Config struct {
 	// plain TCP: anyone who can reach the port can then read and change
 	// the state, so it is for trusted networks and tests only.
 	TLS TLSConfig
+
+	// Dial, when set, opens the TCP connections this node makes to its
+	// peers' Raft ports (Raft RPCs and the peer API), so that tests can cut
+	// and heal links; nil means a plain net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// NoSync disables fsync of the Raft log. For tests only: without it a
 	// crash may lose acknowledged writes.

@@ -111,7 +111,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 			return nil, fmt.Errorf("raftnode: %w", err)
 		}
 	}
-	if n.mux, err = newMux(cfg.BindAddr, advertise, mutual, logger.Named("transport")); err != nil {
+	if n.mux, err = newMux(cfg.BindAddr, advertise, mutual, cfg.Dial, logger.Named("transport")); err != nil {
 		return nil, fmt.Errorf("raftnode: transport: %w", err)
 	}
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{

@@ -47,6 +47,7 @@ type mux struct {
 	advertise net.Addr
 	tls       *tlsutil.Mutual // nil: plain TCP
 	tlsServer *tls.Config
+	dialer    func(context.Context, string, string) (net.Conn, error) // nil: net.Dialer
 	log       hclog.Logger
 
 	raft, peer *connListener
@@ -58,13 +59,13 @@ type mux struct {
 // newMux listens on bind. advertise, when not nil, is the address
 // published to peers; otherwise the bound one, which must then be
 // dialable (not an unspecified IP).
-func newMux(bind string, advertise net.Addr, mutual *tlsutil.Mutual, log hclog.Logger) (*mux, error) {
+func newMux(bind string, advertise net.Addr, mutual *tlsutil.Mutual, dial func(context.Context, string, string) (net.Conn, error), log hclog.Logger) (*mux, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
 	}
 	m := &mux{
-		ln: ln, advertise: advertise, tls: mutual, log: log,
+		ln: ln, advertise: advertise, tls: mutual, dialer: dial, log: log,
 		pending: make(chan struct{}, maxPendingConns), done: make(chan struct{}),
 	}
 	if mutual != nil {
@@ -171,8 +172,12 @@ func (m *mux) sort(conn net.Conn) {
 // the cluster's mutual TLS when it has TLS: the remote must present a
 // certificate the cluster CA signed, valid for addr's host.
 func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	dial := m.dialer
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
