@@ -29,6 +29,8 @@ var (
 	// ErrBadSnapshot: a snapshot stream is not one this FSM wrote or is
 	// damaged.
 	ErrBadSnapshot = errors.New("fsm: bad snapshot")
+	// ErrInUse: another process has the state database open.
+	ErrInUse = errors.New("fsm: data directory in use")
 	// ErrClosed: the FSM has been closed.
 	ErrClosed = errors.New("fsm: closed")
 )

@@ -15,8 +15,10 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Options configure an FSM. The zero value of every field means its
@@ -86,11 +88,15 @@ func Open(opts Options) (*FSM, error) {
 
 func (f *FSM) openDB(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         time.Second, // the file is locked while open: another process holds it
 		InitialMmapSize: f.opts.InitialMmapSize,
 		NoSync:          f.opts.NoSync,
 		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
 	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s is locked: another cairn process is using this data directory", ErrInUse, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fsm: open %s: %w", path, err)
 	}

@@ -129,3 +129,19 @@ func TestLongRequestIDRefused(t *testing.T) {
 	mustApply1(t, f, cmdPutNamespace("n", 0))
 	mustReject(t, f, withReq(cmdPut("n", "o", "k", "v"), strings.Repeat("r", 40000), 1000, reqT0), ErrInvalidArgument)
 }
+
+// A second open of the same data directory is refused, not blocked.
+func TestOpenRefusesLockedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Open(Options{Dir: dir, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if g, err := Open(Options{Dir: dir, NoSync: true}); !errors.Is(err, ErrInUse) {
+		if g != nil {
+			g.Close()
+		}
+		t.Fatalf("second Open: %v, want ErrInUse", err)
+	}
+}

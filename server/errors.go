@@ -44,6 +44,7 @@ var errorCodes = []struct {
 	{fsm.ErrRequestIDReused, codes.AlreadyExists},
 	{fsm.ErrBadSnapshot, codes.DataLoss},
 	{fsm.ErrClosed, codes.Unavailable},
+	{fsm.ErrInUse, codes.Unavailable},
 	{raftnode.ErrNotLeader, codes.Unavailable},
 	{raftnode.ErrLeadershipLost, codes.Unavailable},
 	{raftnode.ErrTimeout, codes.Unavailable},

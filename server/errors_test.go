@@ -35,6 +35,7 @@ var sentinels = []struct {
 	{"fsm.ErrMemberNotFound", fsm.ErrMemberNotFound, codes.NotFound},
 	{"fsm.ErrBadSnapshot", fsm.ErrBadSnapshot, codes.DataLoss},
 	{"fsm.ErrClosed", fsm.ErrClosed, codes.Unavailable},
+	{"fsm.ErrInUse", fsm.ErrInUse, codes.Unavailable},
 	{"raftnode.ErrNotLeader", raftnode.ErrNotLeader, codes.Unavailable},
 	{"raftnode.ErrLeadershipLost", raftnode.ErrLeadershipLost, codes.Unavailable},
 	{"raftnode.ErrTimeout", raftnode.ErrTimeout, codes.Unavailable},
