@@ -452,3 +452,27 @@ func TestClusterMembersAndLeadershipTransfer(t *testing.T) {
 	}
 	mustPutNamespace(t, c.followers(t)[0], "after-remove")
 }
+
+// TestGracefulShutdownHandsOverLeadership: a leader that shuts down
+// gracefully hands leadership to another voter first, so the cluster has
+// a leader again at once, without waiting out an election.
+func TestGracefulShutdownHandsOverLeadership(t *testing.T) {
+	c := mustStartCluster(t, 3, clusterOptions{})
+	l := c.leader(t)
+	mustPutNamespace(t, l, "gs")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l.stopped = true
+	_ = l.conn.Close()
+	l.Shutdown(ctx)
+	var leader *testNode
+	waitFor(t, testHeartbeat/2, "a new leader well inside one election timeout (leadership handed over)", func() bool {
+		for _, n := range c.running() {
+			if n.Node.IsLeader() {
+				leader = n
+			}
+		}
+		return leader != nil
+	})
+	mustPutKey(t, leader, "gs", "o", "k", 1)
+}

@@ -65,6 +65,15 @@ func (g grpcServers) Stop() {
 	g.peer.Stop()
 }
 
+// GracefulStop stops accepting calls and waits for those in flight, on
+// the public and gateway servers first (whose calls the peer server may
+// still be serving for other nodes), then on the peer server.
+func (g grpcServers) GracefulStop() {
+	g.public.GracefulStop()
+	g.gateway.GracefulStop()
+	g.peer.GracefulStop()
+}
+
 // gatewayBufferBytes is the in-memory connection's buffer.
 const gatewayBufferBytes = 1 << 20
 

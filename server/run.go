@@ -133,6 +133,36 @@ func (rn *RunningNode) Stop() {
 	_ = rn.FSM.Close()
 }
 
+// Shutdown stops the node gracefully within ctx: a leader first hands
+// leadership to another voter (so the cluster does not wait out an
+// election), then the API drains (Server.Shutdown), then Raft and the
+// state close.
+func (rn *RunningNode) Shutdown(ctx context.Context) {
+	if rn.Node.IsLeader() {
+		if servers, err := rn.Node.Servers(); err == nil && countVoters(servers) > 1 {
+			done := make(chan error, 1)
+			go func() { done <- rn.Node.TransferLeadership("") }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+			}
+		}
+	}
+	rn.Server.Shutdown(ctx)
+	_ = rn.Node.Shutdown()
+	_ = rn.FSM.Close()
+}
+
+func countVoters(servers []raftnode.Server) int {
+	n := 0
+	for _, s := range servers {
+		if s.Voter {
+			n++
+		}
+	}
+	return n
+}
+
 // errJoinRefused marks a join request a member refused for good (bad
 // token, missing role, a node certificate the cluster does not trust):
 // trying again cannot help.

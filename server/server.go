@@ -145,13 +145,33 @@ func (s *Server) HTTPAddr() string { return s.httpAdvertise }
 // Stop closes the listeners, ends in-flight requests and waits for the
 // server's goroutines.
 func (s *Server) Stop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no grace
+	s.Shutdown(ctx)
+}
+
+// Shutdown drains the server: watch streams end at once with a revision to
+// resume from, no new request is accepted, and requests in flight may
+// finish until ctx ends; then whatever is left is cut.
+func (s *Server) Shutdown(ctx context.Context) {
 	if s.cancel == nil {
 		return
 	}
-	s.cancel()
 	s.hub.close() // watch streams end with a revision to resume from
-	_ = s.http.Close()
-	s.grpc.Stop()
+	drained := make(chan struct{})
+	go func() {
+		_ = s.http.Shutdown(ctx)
+		s.grpc.GracefulStop()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		_ = s.http.Close()
+		s.grpc.Stop()
+		<-drained
+	}
+	s.cancel()
 	if s.selfConn != nil {
 		_ = s.selfConn.Close()
 	}
