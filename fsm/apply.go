@@ -102,7 +102,7 @@ func (f *FSM) applyOnce(entries []Entry, failed []error) ([]Result, []ChangeSet,
 				results[i] = Result{Err: failed[i]}
 				continue
 			}
-			a := &applier{tx: tx, index: e.Index, now: now}
+			a := &applier{tx: tx, index: e.Index, now: now, stamp: cmd.TimeUnixMs}
 			res, err := a.applyOnce(cmd)
 			if err != nil && a.dirty {
 				failed[i] = err
@@ -179,11 +179,14 @@ type applier struct {
 	tx    *bolt.Tx
 	index uint64 // the entry's index: the revision of its writes
 	now   int64  // log time, unix ms
+	stamp int64  // the command's own time stamp (the proposing leader's clock)
 	dirty bool   // something was written
 
 	ns      *raftcmdv1.Namespace // the namespace of the objects below
 	objects []*objState          // objects the command touched, in first-touch order
 	events  []Event              // the changes made, for watchers
+
+	alarmsChanged bool // an alarm was written: the namespace's counts changed
 }
 
 // applyOnce answers a command that carries a request id already applied
@@ -244,6 +247,16 @@ func (a *applier) apply(cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
 		return a.applyRemoveMember(op.RemoveMember)
 	case *raftcmdv1.Command_Txn:
 		return a.applyTxn(op.Txn)
+	case *raftcmdv1.Command_SetAlarm:
+		return a.applySetAlarm(op.SetAlarm)
+	case *raftcmdv1.Command_DeleteAlarm:
+		return a.applyDeleteAlarm(op.DeleteAlarm)
+	case *raftcmdv1.Command_ClaimAlarms:
+		return a.applyClaimAlarms(op.ClaimAlarms)
+	case *raftcmdv1.Command_BeginDelivery:
+		return a.applyBeginDelivery(op.BeginDelivery)
+	case *raftcmdv1.Command_AckAlarms:
+		return a.applyAckAlarms(op.AckAlarms)
 	default:
 		panic(fmt.Sprintf("fsm: entry %d: no handler for command %T", a.index, op))
 	}

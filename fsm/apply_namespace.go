@@ -12,6 +12,9 @@ func (a *applier) applyPutNamespace(p *raftcmdv1.PutNamespace) (*raftcmdv1.Resul
 	if err := ValidateNamespace(p.GetName()); err != nil {
 		return nil, err
 	}
+	if err := ValidateAlarmSettings(p.GetSettings()); err != nil {
+		return nil, err
+	}
 	ns, err := getNamespace(a.tx, p.Name)
 	created := err != nil
 	if created {
@@ -36,6 +39,9 @@ func (a *applier) applyDeleteNamespace(d *raftcmdv1.DeleteNamespace) (*raftcmdv1
 	if ns.ObjectCount > 0 && !d.Force {
 		return nil, fmt.Errorf("%w: namespace %q holds %d objects; delete them or use force", ErrNamespaceNotEmpty, ns.Name, ns.ObjectCount)
 	}
+	if c := ns.GetAlarms(); c.GetPending()+c.GetDelivering()+c.GetDead() > 0 && !d.Force {
+		return nil, fmt.Errorf("%w: namespace %q holds %d alarms; delete them or use force", ErrNamespaceNotEmpty, ns.Name, c.GetPending()+c.GetDelivering()+c.GetDead())
+	}
 	// Delete object by object, seeking afresh each time: bounded memory
 	// however many objects the namespace holds.
 	prefix := indexKey(ns.Name, "")
@@ -49,8 +55,10 @@ func (a *applier) applyDeleteNamespace(d *raftcmdv1.DeleteNamespace) (*raftcmdv1
 		a.deleteObjectData(ns, string(k[len(prefix):]), v[0])
 		deleted++
 	}
+	a.deleteNamespaceAlarms(ns)
 	a.delete(a.tx.Bucket(bucketNamespaces), []byte(ns.Name))
 	ns.ObjectCount = 0
+	ns.Alarms = nil
 	return &raftcmdv1.Result{Result: &raftcmdv1.Result_Namespace{
 		Namespace: &raftcmdv1.NamespaceResult{Namespace: ns, DeletedObjects: deleted},
 	}}, nil

@@ -85,13 +85,17 @@ func (a *applier) applyDeleteObject(d *raftcmdv1.DeleteObject) (*raftcmdv1.Resul
 		return nil, err
 	}
 	shard := ShardOf(d.Namespace, d.Object)
-	if a.tx.Bucket(shardBuckets[shard]).Get(objectKey(d.Namespace, d.Object)) == nil {
-		return &raftcmdv1.Result{Result: &raftcmdv1.Result_DeleteObject{DeleteObject: &raftcmdv1.DeleteObjectResult{}}}, nil
+	alarms := a.deleteObjectAlarms(ns, d.Object) // alarms live apart from keys: an object may have only alarms
+	var n uint64
+	hasKeys := a.tx.Bucket(shardBuckets[shard]).Get(objectKey(d.Namespace, d.Object)) != nil
+	if hasKeys {
+		n = a.deleteObjectData(ns, d.Object, shard)
 	}
-	n := a.deleteObjectData(ns, d.Object, shard)
-	a.putNamespace(ns)
+	if hasKeys || alarms > 0 {
+		a.putNamespace(ns)
+	}
 	return &raftcmdv1.Result{Result: &raftcmdv1.Result_DeleteObject{
-		DeleteObject: &raftcmdv1.DeleteObjectResult{DeletedKeys: n, Existed: true},
+		DeleteObject: &raftcmdv1.DeleteObjectResult{DeletedKeys: n, Existed: hasKeys || alarms > 0, DeletedAlarms: alarms},
 	}}, nil
 }
 

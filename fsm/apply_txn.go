@@ -52,6 +52,9 @@ func (a *applier) applyTxn(t *raftcmdv1.Txn) (*raftcmdv1.Result, error) {
 	if err := a.finishObjects(); err != nil {
 		return nil, err
 	}
+	if a.alarmsChanged {
+		a.putNamespace(ns) // its alarm counts
+	}
 	return &raftcmdv1.Result{Result: &raftcmdv1.Result_Txn{Txn: res}}, nil
 }
 
@@ -124,6 +127,16 @@ func validateTxnOp(field string, op *raftcmdv1.TxnOp) error {
 		object, bounds = l.GetObject(), []string{l.GetPrefix(), l.GetStart(), l.GetEnd()}
 		if l.Limit < 1 || l.Limit > MaxTxnListLimit {
 			return fmt.Errorf("%w: %s: list limit is %d, allowed are 1 to %d", ErrInvalidArgument, field, l.Limit, MaxTxnListLimit)
+		}
+	case *raftcmdv1.TxnOp_SetAlarm:
+		object = o.SetAlarm.GetObject()
+		if err := ValidateAlarmSpec(field+".set_alarm", o.SetAlarm); err != nil {
+			return err
+		}
+	case *raftcmdv1.TxnOp_DeleteAlarm:
+		object = o.DeleteAlarm.GetObject()
+		if err := ValidateAlarmName(field+".delete_alarm.name", o.DeleteAlarm.GetName()); err != nil {
+			return err
 		}
 	default:
 		return fmt.Errorf("%w: %s: no operation", ErrInvalidArgument, field)
@@ -244,6 +257,12 @@ func (a *applier) txnOp(ns *raftcmdv1.Namespace, op *raftcmdv1.TxnOp) (*raftcmdv
 				CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision})
 		}
 		return &raftcmdv1.TxnOpResult{Result: &raftcmdv1.TxnOpResult_List{List: lr}}, nil
+	case *raftcmdv1.TxnOp_SetAlarm:
+		r := a.setAlarm(ns, o.SetAlarm)
+		return &raftcmdv1.TxnOpResult{Result: &raftcmdv1.TxnOpResult_SetAlarm{SetAlarm: &raftcmdv1.AlarmResult{Created: r.Created}}}, nil
+	case *raftcmdv1.TxnOp_DeleteAlarm:
+		r := a.deleteAlarm(ns, o.DeleteAlarm)
+		return &raftcmdv1.TxnOpResult{Result: &raftcmdv1.TxnOpResult_DeleteAlarm{DeleteAlarm: r}}, nil
 	}
 	panic(fmt.Sprintf("fsm: txn op %T passed validation", op.Op))
 }

@@ -24,6 +24,15 @@ var (
 	// ErrRequestIDReused: a request id already used, within its retention
 	// window, for a different request.
 	ErrRequestIDReused = errors.New("fsm: request id reused")
+	// ErrAlarmNotFound: the alarm does not exist.
+	ErrAlarmNotFound = errors.New("fsm: alarm not found")
+	// ErrStaleAck: every ack of an AckAlarms names a lease that is no
+	// longer the alarm's (it expired, was acked, or the alarm was set
+	// again or deleted).
+	ErrStaleAck = errors.New("fsm: stale ack")
+	// ErrWrongDeliveryMode: a claim in a namespace whose alarms go to a
+	// webhook.
+	ErrWrongDeliveryMode = errors.New("fsm: wrong alarm delivery mode")
 	// ErrMemberNotFound: no member with that id is recorded.
 	ErrMemberNotFound = errors.New("fsm: member not found")
 	// ErrBadSnapshot: a snapshot stream is not one this FSM wrote or is

@@ -101,7 +101,7 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("fsm: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketNamespaces, bucketMembers, bucketObjects, bucketRequests, bucketRequestExpiry} {
+		for _, name := range [][]byte{bucketMeta, bucketNamespaces, bucketMembers, bucketObjects, bucketRequests, bucketRequestExpiry, bucketAlarms, bucketAlarmDue} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

@@ -27,6 +27,9 @@ type ObjectInfo struct {
 	Keys           uint64
 	Bytes          uint64
 	Shard          uint8
+	// Alarms counts the object's alarms. An object with alarms and no
+	// keys has only this (and its shard).
+	Alarms uint64
 }
 
 // ShardStat is one virtual shard's object count and bytes.
@@ -207,12 +210,19 @@ func (f *FSM) Object(ns, name string) (ObjectInfo, error) {
 			return err
 		}
 		shard := ShardOf(ns, name)
-		v := tx.Bucket(shardBuckets[shard]).Get(objectKey(ns, name))
+		sb := tx.Bucket(shardBuckets[shard])
+		alarms := countObjectAlarms(sb, ns, name)
+		v := sb.Get(objectKey(ns, name))
 		if v == nil {
+			if alarms > 0 {
+				info = ObjectInfo{Name: name, Shard: shard, Alarms: alarms}
+				return nil
+			}
 			return fmt.Errorf("%w: %q", ErrObjectNotFound, name)
 		}
 		var err error
 		info, err = toObjectInfo(name, shard, v)
+		info.Alarms = alarms
 		return err
 	})
 	return info, err
@@ -265,6 +275,7 @@ func (f *FSM) Objects(ns, prefix, after string, limit int) ([]ObjectInfo, bool, 
 			if err != nil {
 				return err
 			}
+			info.Alarms = countObjectAlarms(tx.Bucket(shardBuckets[shard]), ns, name)
 			out = append(out, info)
 		}
 		return nil

@@ -45,6 +45,16 @@ func commandNamespace(cmd *raftcmdv1.Command) string {
 		return op.DeleteObject.GetNamespace()
 	case *raftcmdv1.Command_Txn:
 		return op.Txn.GetNamespace()
+	case *raftcmdv1.Command_SetAlarm:
+		return op.SetAlarm.GetNamespace()
+	case *raftcmdv1.Command_DeleteAlarm:
+		return op.DeleteAlarm.GetNamespace()
+	case *raftcmdv1.Command_ClaimAlarms:
+		return op.ClaimAlarms.GetNamespace()
+	case *raftcmdv1.Command_BeginDelivery:
+		return op.BeginDelivery.GetNamespace()
+	case *raftcmdv1.Command_AckAlarms:
+		return op.AckAlarms.GetNamespace()
 	}
 	return ""
 }

@@ -45,6 +45,14 @@ var permissions = map[string]permission{
 
 	"/cairn.v1.WatchService/Watch": {auth.RoleViewer, true},
 
+	"/cairn.v1.AlarmService/SetAlarm":        {auth.RoleContributor, true},
+	"/cairn.v1.AlarmService/GetAlarm":        {auth.RoleViewer, true},
+	"/cairn.v1.AlarmService/DeleteAlarm":     {auth.RoleContributor, true},
+	"/cairn.v1.AlarmService/ListAlarms":      {auth.RoleViewer, true},
+	"/cairn.v1.AlarmService/ClaimAlarms":     {auth.RoleContributor, true},
+	"/cairn.v1.AlarmService/AckAlarms":       {auth.RoleContributor, true},
+	"/cairn.v1.AlarmService/SubscribeAlarms": {auth.RoleContributor, true},
+
 	"/cairn.v1.ClusterService/GetCluster":         {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/AddMember":          {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/RemoveMember":       {auth.RoleAdmin, false},

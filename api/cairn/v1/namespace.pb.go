@@ -22,14 +22,69 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AlarmDelivery is how a namespace's alarms are delivered.
+type AlarmDelivery int32
+
+const (
+	AlarmDelivery_ALARM_DELIVERY_UNSPECIFIED AlarmDelivery = 0
+	// ALARM_DELIVERY_PULL: workers claim due alarms (alarms:claim,
+	// SubscribeAlarms) and ack them (alarms:ack).
+	AlarmDelivery_ALARM_DELIVERY_PULL AlarmDelivery = 1
+	// ALARM_DELIVERY_WEBHOOK: the leader POSTs each due alarm to webhook_url.
+	AlarmDelivery_ALARM_DELIVERY_WEBHOOK AlarmDelivery = 2
+)
+
+// Enum value maps for AlarmDelivery.
+var (
+	AlarmDelivery_name = map[int32]string{
+		0: "ALARM_DELIVERY_UNSPECIFIED",
+		1: "ALARM_DELIVERY_PULL",
+		2: "ALARM_DELIVERY_WEBHOOK",
+	}
+	AlarmDelivery_value = map[string]int32{
+		"ALARM_DELIVERY_UNSPECIFIED": 0,
+		"ALARM_DELIVERY_PULL":        1,
+		"ALARM_DELIVERY_WEBHOOK":     2,
+	}
+)
+
+func (x AlarmDelivery) Enum() *AlarmDelivery {
+	p := new(AlarmDelivery)
+	*p = x
+	return p
+}
+
+func (x AlarmDelivery) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlarmDelivery) Descriptor() protoreflect.EnumDescriptor {
+	return file_cairn_v1_namespace_proto_enumTypes[0].Descriptor()
+}
+
+func (AlarmDelivery) Type() protoreflect.EnumType {
+	return &file_cairn_v1_namespace_proto_enumTypes[0]
+}
+
+func (x AlarmDelivery) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlarmDelivery.Descriptor instead.
+func (AlarmDelivery) EnumDescriptor() ([]byte, []int) {
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{0}
+}
+
 // NamespaceSettings are a namespace's settings.
 type NamespaceSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// max_object_bytes is the storage quota of each object in the namespace:
 	// the sum of its keys' and values' bytes. 0 means no quota.
 	MaxObjectBytes uint64 `protobuf:"varint,1,opt,name=max_object_bytes,json=maxObjectBytes,proto3" json:"max_object_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// alarms are the namespace's alarm delivery settings.
+	Alarms        *AlarmSettings `protobuf:"bytes,2,opt,name=alarms,proto3" json:"alarms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NamespaceSettings) Reset() {
@@ -69,6 +124,181 @@ func (x *NamespaceSettings) GetMaxObjectBytes() uint64 {
 	return 0
 }
 
+func (x *NamespaceSettings) GetAlarms() *AlarmSettings {
+	if x != nil {
+		return x.Alarms
+	}
+	return nil
+}
+
+// AlarmSettings configure the delivery of a namespace's alarms. A
+// namespace without webhook_url delivers by pull.
+type AlarmSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// webhook_url is an http:// or https:// URL the leader POSTs due alarms
+	// to; empty means pull delivery.
+	WebhookUrl string `protobuf:"bytes,1,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	// webhook_secret signs webhook bodies (HMAC-SHA256); required with
+	// webhook_url. Write-only: responses leave it empty and say
+	// webhook_secret_set instead.
+	WebhookSecret string `protobuf:"bytes,2,opt,name=webhook_secret,json=webhookSecret,proto3" json:"webhook_secret,omitempty"`
+	// webhook_secret_set is set in responses when a secret is configured.
+	WebhookSecretSet bool `protobuf:"varint,3,opt,name=webhook_secret_set,json=webhookSecretSet,proto3" json:"webhook_secret_set,omitempty"`
+	// retry_initial_ms is the delay before the first retry of a failed
+	// delivery, doubling for each further retry; 0 means 2000.
+	RetryInitialMs uint64 `protobuf:"varint,4,opt,name=retry_initial_ms,json=retryInitialMs,proto3" json:"retry_initial_ms,omitempty"`
+	// max_retries is how many failed deliveries are retried before the alarm
+	// is dead; unset means 6.
+	MaxRetries *uint32 `protobuf:"varint,5,opt,name=max_retries,json=maxRetries,proto3,oneof" json:"max_retries,omitempty"`
+	// lease_ms is the webhook timeout and the lease of a claim that gives
+	// none; 0 means 10000.
+	LeaseMs uint64 `protobuf:"varint,6,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	// delivery is, in responses, how the alarms are delivered.
+	Delivery      AlarmDelivery `protobuf:"varint,7,opt,name=delivery,proto3,enum=cairn.v1.AlarmDelivery" json:"delivery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmSettings) Reset() {
+	*x = AlarmSettings{}
+	mi := &file_cairn_v1_namespace_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmSettings) ProtoMessage() {}
+
+func (x *AlarmSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_namespace_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmSettings.ProtoReflect.Descriptor instead.
+func (*AlarmSettings) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AlarmSettings) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
+	}
+	return ""
+}
+
+func (x *AlarmSettings) GetWebhookSecret() string {
+	if x != nil {
+		return x.WebhookSecret
+	}
+	return ""
+}
+
+func (x *AlarmSettings) GetWebhookSecretSet() bool {
+	if x != nil {
+		return x.WebhookSecretSet
+	}
+	return false
+}
+
+func (x *AlarmSettings) GetRetryInitialMs() uint64 {
+	if x != nil {
+		return x.RetryInitialMs
+	}
+	return 0
+}
+
+func (x *AlarmSettings) GetMaxRetries() uint32 {
+	if x != nil && x.MaxRetries != nil {
+		return *x.MaxRetries
+	}
+	return 0
+}
+
+func (x *AlarmSettings) GetLeaseMs() uint64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *AlarmSettings) GetDelivery() AlarmDelivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return AlarmDelivery_ALARM_DELIVERY_UNSPECIFIED
+}
+
+// AlarmCounts counts a namespace's alarms by state.
+type AlarmCounts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pending       uint64                 `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`
+	Delivering    uint64                 `protobuf:"varint,2,opt,name=delivering,proto3" json:"delivering,omitempty"`
+	Dead          uint64                 `protobuf:"varint,3,opt,name=dead,proto3" json:"dead,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmCounts) Reset() {
+	*x = AlarmCounts{}
+	mi := &file_cairn_v1_namespace_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmCounts) ProtoMessage() {}
+
+func (x *AlarmCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_namespace_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmCounts.ProtoReflect.Descriptor instead.
+func (*AlarmCounts) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AlarmCounts) GetPending() uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *AlarmCounts) GetDelivering() uint64 {
+	if x != nil {
+		return x.Delivering
+	}
+	return 0
+}
+
+func (x *AlarmCounts) GetDead() uint64 {
+	if x != nil {
+		return x.Dead
+	}
+	return 0
+}
+
 // Namespace describes a namespace.
 type Namespace struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -77,13 +307,15 @@ type Namespace struct {
 	CreateRevision uint64                 `protobuf:"varint,3,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
 	ModRevision    uint64                 `protobuf:"varint,4,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
 	ObjectCount    uint64                 `protobuf:"varint,5,opt,name=object_count,json=objectCount,proto3" json:"object_count,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// alarms counts the namespace's alarms by state.
+	Alarms        *AlarmCounts `protobuf:"bytes,6,opt,name=alarms,proto3" json:"alarms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Namespace) Reset() {
 	*x = Namespace{}
-	mi := &file_cairn_v1_namespace_proto_msgTypes[1]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -95,7 +327,7 @@ func (x *Namespace) String() string {
 func (*Namespace) ProtoMessage() {}
 
 func (x *Namespace) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_namespace_proto_msgTypes[1]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -108,7 +340,7 @@ func (x *Namespace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespace.ProtoReflect.Descriptor instead.
 func (*Namespace) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{1}
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Namespace) GetName() string {
@@ -146,6 +378,13 @@ func (x *Namespace) GetObjectCount() uint64 {
 	return 0
 }
 
+func (x *Namespace) GetAlarms() *AlarmCounts {
+	if x != nil {
+		return x.Alarms
+	}
+	return nil
+}
+
 type PutNamespaceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -157,7 +396,7 @@ type PutNamespaceRequest struct {
 
 func (x *PutNamespaceRequest) Reset() {
 	*x = PutNamespaceRequest{}
-	mi := &file_cairn_v1_namespace_proto_msgTypes[2]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +408,7 @@ func (x *PutNamespaceRequest) String() string {
 func (*PutNamespaceRequest) ProtoMessage() {}
 
 func (x *PutNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_namespace_proto_msgTypes[2]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +421,7 @@ func (x *PutNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*PutNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{2}
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PutNamespaceRequest) GetNamespace() string {
@@ -218,7 +457,7 @@ type PutNamespaceResponse struct {
 
 func (x *PutNamespaceResponse) Reset() {
 	*x = PutNamespaceResponse{}
-	mi := &file_cairn_v1_namespace_proto_msgTypes[3]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +469,7 @@ func (x *PutNamespaceResponse) String() string {
 func (*PutNamespaceResponse) ProtoMessage() {}
 
 func (x *PutNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_namespace_proto_msgTypes[3]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +482,7 @@ func (x *PutNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*PutNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{3}
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutNamespaceResponse) GetHeader() *ResponseHeader {
@@ -282,7 +521,7 @@ type GetNamespaceRequest struct {
 
 func (x *GetNamespaceRequest) Reset() {
 	*x = GetNamespaceRequest{}
-	mi := &file_cairn_v1_namespace_proto_msgTypes[4]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +533,7 @@ func (x *GetNamespaceRequest) String() string {
 func (*GetNamespaceRequest) ProtoMessage() {}
 
 func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_namespace_proto_msgTypes[4]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +546,7 @@ func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*GetNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{4}
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetNamespaceRequest) GetNamespace() string {
@@ -341,7 +580,7 @@ type GetNamespaceResponse struct {
 
 func (x *GetNamespaceResponse) Reset() {
 	*x = GetNamespaceResponse{}
-	mi := &file_cairn_v1_namespace_proto_msgTypes[5]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +592,7 @@ func (x *GetNamespaceResponse) String() string {
 func (*GetNamespaceResponse) ProtoMessage() {}
 
 func (x *GetNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_namespace_proto_msgTypes[5]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +605,7 @@ func (x *GetNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*GetNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{5}
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetNamespaceResponse) GetHeader() *ResponseHeader {
@@ -396,7 +635,7 @@ type ListNamespacesRequest struct {
 
 func (x *ListNamespacesRequest) Reset() {
 	*x = ListNamespacesRequest{}
-	mi := &file_cairn_v1_namespace_proto_msgTypes[6]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +647,7 @@ func (x *ListNamespacesRequest) String() string {
 func (*ListNamespacesRequest) ProtoMessage() {}
 
 func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_namespace_proto_msgTypes[6]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +660,7 @@ func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesRequest.ProtoReflect.Descriptor instead.
 func (*ListNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{6}
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListNamespacesRequest) GetConsistency() string {
@@ -448,7 +687,7 @@ type ListNamespacesResponse struct {
 
 func (x *ListNamespacesResponse) Reset() {
 	*x = ListNamespacesResponse{}
-	mi := &file_cairn_v1_namespace_proto_msgTypes[7]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +699,7 @@ func (x *ListNamespacesResponse) String() string {
 func (*ListNamespacesResponse) ProtoMessage() {}
 
 func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_namespace_proto_msgTypes[7]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +712,7 @@ func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesResponse.ProtoReflect.Descriptor instead.
 func (*ListNamespacesResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{7}
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListNamespacesResponse) GetHeader() *ResponseHeader {
@@ -502,7 +741,7 @@ type DeleteNamespaceRequest struct {
 
 func (x *DeleteNamespaceRequest) Reset() {
 	*x = DeleteNamespaceRequest{}
-	mi := &file_cairn_v1_namespace_proto_msgTypes[8]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +753,7 @@ func (x *DeleteNamespaceRequest) String() string {
 func (*DeleteNamespaceRequest) ProtoMessage() {}
 
 func (x *DeleteNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_namespace_proto_msgTypes[8]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +766,7 @@ func (x *DeleteNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{8}
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteNamespaceRequest) GetNamespace() string {
@@ -561,7 +800,7 @@ type DeleteNamespaceResponse struct {
 
 func (x *DeleteNamespaceResponse) Reset() {
 	*x = DeleteNamespaceResponse{}
-	mi := &file_cairn_v1_namespace_proto_msgTypes[9]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +812,7 @@ func (x *DeleteNamespaceResponse) String() string {
 func (*DeleteNamespaceResponse) ProtoMessage() {}
 
 func (x *DeleteNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_namespace_proto_msgTypes[9]
+	mi := &file_cairn_v1_namespace_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +825,7 @@ func (x *DeleteNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{9}
+	return file_cairn_v1_namespace_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteNamespaceResponse) GetHeader() *ResponseHeader {
@@ -607,15 +846,34 @@ var File_cairn_v1_namespace_proto protoreflect.FileDescriptor
 
 const file_cairn_v1_namespace_proto_rawDesc = "" +
 	"\n" +
-	"\x18cairn/v1/namespace.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\"=\n" +
+	"\x18cairn/v1/namespace.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\"n\n" +
 	"\x11NamespaceSettings\x12(\n" +
-	"\x10max_object_bytes\x18\x01 \x01(\x04R\x0emaxObjectBytes\"\xc7\x01\n" +
+	"\x10max_object_bytes\x18\x01 \x01(\x04R\x0emaxObjectBytes\x12/\n" +
+	"\x06alarms\x18\x02 \x01(\v2\x17.cairn.v1.AlarmSettingsR\x06alarms\"\xb5\x02\n" +
+	"\rAlarmSettings\x12\x1f\n" +
+	"\vwebhook_url\x18\x01 \x01(\tR\n" +
+	"webhookUrl\x12%\n" +
+	"\x0ewebhook_secret\x18\x02 \x01(\tR\rwebhookSecret\x12,\n" +
+	"\x12webhook_secret_set\x18\x03 \x01(\bR\x10webhookSecretSet\x12(\n" +
+	"\x10retry_initial_ms\x18\x04 \x01(\x04R\x0eretryInitialMs\x12$\n" +
+	"\vmax_retries\x18\x05 \x01(\rH\x00R\n" +
+	"maxRetries\x88\x01\x01\x12\x19\n" +
+	"\blease_ms\x18\x06 \x01(\x04R\aleaseMs\x123\n" +
+	"\bdelivery\x18\a \x01(\x0e2\x17.cairn.v1.AlarmDeliveryR\bdeliveryB\x0e\n" +
+	"\f_max_retries\"[\n" +
+	"\vAlarmCounts\x12\x18\n" +
+	"\apending\x18\x01 \x01(\x04R\apending\x12\x1e\n" +
+	"\n" +
+	"delivering\x18\x02 \x01(\x04R\n" +
+	"delivering\x12\x12\n" +
+	"\x04dead\x18\x03 \x01(\x04R\x04dead\"\xf6\x01\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\bsettings\x18\x02 \x01(\v2\x1b.cairn.v1.NamespaceSettingsR\bsettings\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12!\n" +
-	"\fobject_count\x18\x05 \x01(\x04R\vobjectCount\"\x8b\x01\n" +
+	"\fobject_count\x18\x05 \x01(\x04R\vobjectCount\x12-\n" +
+	"\x06alarms\x18\x06 \x01(\v2\x15.cairn.v1.AlarmCountsR\x06alarms\"\x8b\x01\n" +
 	"\x13PutNamespaceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x127\n" +
 	"\bsettings\x18\x02 \x01(\v2\x1b.cairn.v1.NamespaceSettingsR\bsettings\x12\x1d\n" +
@@ -647,7 +905,11 @@ const file_cairn_v1_namespace_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"t\n" +
 	"\x17DeleteNamespaceResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12'\n" +
-	"\x0fdeleted_objects\x18\x02 \x01(\x04R\x0edeletedObjects2\xe4\x03\n" +
+	"\x0fdeleted_objects\x18\x02 \x01(\x04R\x0edeletedObjects*d\n" +
+	"\rAlarmDelivery\x12\x1e\n" +
+	"\x1aALARM_DELIVERY_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13ALARM_DELIVERY_PULL\x10\x01\x12\x1a\n" +
+	"\x16ALARM_DELIVERY_WEBHOOK\x10\x022\xe4\x03\n" +
 	"\x10NamespaceService\x12t\n" +
 	"\fPutNamespace\x12\x1d.cairn.v1.PutNamespaceRequest\x1a\x1e.cairn.v1.PutNamespaceResponse\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\x1a\x1a/v1/namespaces/{namespace}\x12q\n" +
 	"\fGetNamespace\x12\x1d.cairn.v1.GetNamespaceRequest\x1a\x1e.cairn.v1.GetNamespaceResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/namespaces/{namespace}\x12k\n" +
@@ -666,43 +928,50 @@ func file_cairn_v1_namespace_proto_rawDescGZIP() []byte {
 	return file_cairn_v1_namespace_proto_rawDescData
 }
 
-var file_cairn_v1_namespace_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_cairn_v1_namespace_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_cairn_v1_namespace_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_cairn_v1_namespace_proto_goTypes = []any{
-	(*NamespaceSettings)(nil),       // 0: cairn.v1.NamespaceSettings
-	(*Namespace)(nil),               // 1: cairn.v1.Namespace
-	(*PutNamespaceRequest)(nil),     // 2: cairn.v1.PutNamespaceRequest
-	(*PutNamespaceResponse)(nil),    // 3: cairn.v1.PutNamespaceResponse
-	(*GetNamespaceRequest)(nil),     // 4: cairn.v1.GetNamespaceRequest
-	(*GetNamespaceResponse)(nil),    // 5: cairn.v1.GetNamespaceResponse
-	(*ListNamespacesRequest)(nil),   // 6: cairn.v1.ListNamespacesRequest
-	(*ListNamespacesResponse)(nil),  // 7: cairn.v1.ListNamespacesResponse
-	(*DeleteNamespaceRequest)(nil),  // 8: cairn.v1.DeleteNamespaceRequest
-	(*DeleteNamespaceResponse)(nil), // 9: cairn.v1.DeleteNamespaceResponse
-	(*ResponseHeader)(nil),          // 10: cairn.v1.ResponseHeader
+	(AlarmDelivery)(0),              // 0: cairn.v1.AlarmDelivery
+	(*NamespaceSettings)(nil),       // 1: cairn.v1.NamespaceSettings
+	(*AlarmSettings)(nil),           // 2: cairn.v1.AlarmSettings
+	(*AlarmCounts)(nil),             // 3: cairn.v1.AlarmCounts
+	(*Namespace)(nil),               // 4: cairn.v1.Namespace
+	(*PutNamespaceRequest)(nil),     // 5: cairn.v1.PutNamespaceRequest
+	(*PutNamespaceResponse)(nil),    // 6: cairn.v1.PutNamespaceResponse
+	(*GetNamespaceRequest)(nil),     // 7: cairn.v1.GetNamespaceRequest
+	(*GetNamespaceResponse)(nil),    // 8: cairn.v1.GetNamespaceResponse
+	(*ListNamespacesRequest)(nil),   // 9: cairn.v1.ListNamespacesRequest
+	(*ListNamespacesResponse)(nil),  // 10: cairn.v1.ListNamespacesResponse
+	(*DeleteNamespaceRequest)(nil),  // 11: cairn.v1.DeleteNamespaceRequest
+	(*DeleteNamespaceResponse)(nil), // 12: cairn.v1.DeleteNamespaceResponse
+	(*ResponseHeader)(nil),          // 13: cairn.v1.ResponseHeader
 }
 var file_cairn_v1_namespace_proto_depIdxs = []int32{
-	0,  // 0: cairn.v1.Namespace.settings:type_name -> cairn.v1.NamespaceSettings
-	0,  // 1: cairn.v1.PutNamespaceRequest.settings:type_name -> cairn.v1.NamespaceSettings
-	10, // 2: cairn.v1.PutNamespaceResponse.header:type_name -> cairn.v1.ResponseHeader
-	1,  // 3: cairn.v1.PutNamespaceResponse.namespace:type_name -> cairn.v1.Namespace
-	10, // 4: cairn.v1.GetNamespaceResponse.header:type_name -> cairn.v1.ResponseHeader
-	1,  // 5: cairn.v1.GetNamespaceResponse.namespace:type_name -> cairn.v1.Namespace
-	10, // 6: cairn.v1.ListNamespacesResponse.header:type_name -> cairn.v1.ResponseHeader
-	1,  // 7: cairn.v1.ListNamespacesResponse.namespaces:type_name -> cairn.v1.Namespace
-	10, // 8: cairn.v1.DeleteNamespaceResponse.header:type_name -> cairn.v1.ResponseHeader
-	2,  // 9: cairn.v1.NamespaceService.PutNamespace:input_type -> cairn.v1.PutNamespaceRequest
-	4,  // 10: cairn.v1.NamespaceService.GetNamespace:input_type -> cairn.v1.GetNamespaceRequest
-	6,  // 11: cairn.v1.NamespaceService.ListNamespaces:input_type -> cairn.v1.ListNamespacesRequest
-	8,  // 12: cairn.v1.NamespaceService.DeleteNamespace:input_type -> cairn.v1.DeleteNamespaceRequest
-	3,  // 13: cairn.v1.NamespaceService.PutNamespace:output_type -> cairn.v1.PutNamespaceResponse
-	5,  // 14: cairn.v1.NamespaceService.GetNamespace:output_type -> cairn.v1.GetNamespaceResponse
-	7,  // 15: cairn.v1.NamespaceService.ListNamespaces:output_type -> cairn.v1.ListNamespacesResponse
-	9,  // 16: cairn.v1.NamespaceService.DeleteNamespace:output_type -> cairn.v1.DeleteNamespaceResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	2,  // 0: cairn.v1.NamespaceSettings.alarms:type_name -> cairn.v1.AlarmSettings
+	0,  // 1: cairn.v1.AlarmSettings.delivery:type_name -> cairn.v1.AlarmDelivery
+	1,  // 2: cairn.v1.Namespace.settings:type_name -> cairn.v1.NamespaceSettings
+	3,  // 3: cairn.v1.Namespace.alarms:type_name -> cairn.v1.AlarmCounts
+	1,  // 4: cairn.v1.PutNamespaceRequest.settings:type_name -> cairn.v1.NamespaceSettings
+	13, // 5: cairn.v1.PutNamespaceResponse.header:type_name -> cairn.v1.ResponseHeader
+	4,  // 6: cairn.v1.PutNamespaceResponse.namespace:type_name -> cairn.v1.Namespace
+	13, // 7: cairn.v1.GetNamespaceResponse.header:type_name -> cairn.v1.ResponseHeader
+	4,  // 8: cairn.v1.GetNamespaceResponse.namespace:type_name -> cairn.v1.Namespace
+	13, // 9: cairn.v1.ListNamespacesResponse.header:type_name -> cairn.v1.ResponseHeader
+	4,  // 10: cairn.v1.ListNamespacesResponse.namespaces:type_name -> cairn.v1.Namespace
+	13, // 11: cairn.v1.DeleteNamespaceResponse.header:type_name -> cairn.v1.ResponseHeader
+	5,  // 12: cairn.v1.NamespaceService.PutNamespace:input_type -> cairn.v1.PutNamespaceRequest
+	7,  // 13: cairn.v1.NamespaceService.GetNamespace:input_type -> cairn.v1.GetNamespaceRequest
+	9,  // 14: cairn.v1.NamespaceService.ListNamespaces:input_type -> cairn.v1.ListNamespacesRequest
+	11, // 15: cairn.v1.NamespaceService.DeleteNamespace:input_type -> cairn.v1.DeleteNamespaceRequest
+	6,  // 16: cairn.v1.NamespaceService.PutNamespace:output_type -> cairn.v1.PutNamespaceResponse
+	8,  // 17: cairn.v1.NamespaceService.GetNamespace:output_type -> cairn.v1.GetNamespaceResponse
+	10, // 18: cairn.v1.NamespaceService.ListNamespaces:output_type -> cairn.v1.ListNamespacesResponse
+	12, // 19: cairn.v1.NamespaceService.DeleteNamespace:output_type -> cairn.v1.DeleteNamespaceResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_cairn_v1_namespace_proto_init() }
@@ -711,18 +980,20 @@ func file_cairn_v1_namespace_proto_init() {
 		return
 	}
 	file_cairn_v1_common_proto_init()
+	file_cairn_v1_namespace_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_v1_namespace_proto_rawDesc), len(file_cairn_v1_namespace_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   10,
+			NumEnums:      1,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_cairn_v1_namespace_proto_goTypes,
 		DependencyIndexes: file_cairn_v1_namespace_proto_depIdxs,
+		EnumInfos:         file_cairn_v1_namespace_proto_enumTypes,
 		MessageInfos:      file_cairn_v1_namespace_proto_msgTypes,
 	}.Build()
 	File_cairn_v1_namespace_proto = out.File

@@ -34,7 +34,9 @@ type ObjectInfo struct {
 	// bytes is the sum of the object's key and value bytes.
 	Bytes uint64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// shard is the virtual shard (0-255) the object maps to.
-	Shard         uint32 `protobuf:"varint,6,opt,name=shard,proto3" json:"shard,omitempty"`
+	Shard uint32 `protobuf:"varint,6,opt,name=shard,proto3" json:"shard,omitempty"`
+	// alarm_count is how many alarms the object has.
+	AlarmCount    uint64 `protobuf:"varint,7,opt,name=alarm_count,json=alarmCount,proto3" json:"alarm_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -107,6 +109,13 @@ func (x *ObjectInfo) GetBytes() uint64 {
 func (x *ObjectInfo) GetShard() uint32 {
 	if x != nil {
 		return x.Shard
+	}
+	return 0
+}
+
+func (x *ObjectInfo) GetAlarmCount() uint64 {
+	if x != nil {
+		return x.AlarmCount
 	}
 	return 0
 }
@@ -447,6 +456,7 @@ type DeleteObjectResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	DeletedKeys   uint64                 `protobuf:"varint,2,opt,name=deleted_keys,json=deletedKeys,proto3" json:"deleted_keys,omitempty"`
+	DeletedAlarms uint64                 `protobuf:"varint,3,opt,name=deleted_alarms,json=deletedAlarms,proto3" json:"deleted_alarms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -491,6 +501,13 @@ func (x *DeleteObjectResponse) GetHeader() *ResponseHeader {
 func (x *DeleteObjectResponse) GetDeletedKeys() uint64 {
 	if x != nil {
 		return x.DeletedKeys
+	}
+	return 0
+}
+
+func (x *DeleteObjectResponse) GetDeletedAlarms() uint64 {
+	if x != nil {
+		return x.DeletedAlarms
 	}
 	return 0
 }
@@ -1594,7 +1611,7 @@ var File_cairn_v1_object_proto protoreflect.FileDescriptor
 
 const file_cairn_v1_object_proto_rawDesc = "" +
 	"\n" +
-	"\x15cairn/v1/object.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x12cairn/v1/txn.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xae\x01\n" +
+	"\x15cairn/v1/object.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x12cairn/v1/txn.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xcf\x01\n" +
 	"\n" +
 	"ObjectInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -1602,7 +1619,9 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12\x1b\n" +
 	"\tkey_count\x18\x04 \x01(\x04R\bkeyCount\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12\x14\n" +
-	"\x05shard\x18\x06 \x01(\rR\x05shard\"\xcb\x01\n" +
+	"\x05shard\x18\x06 \x01(\rR\x05shard\x12\x1f\n" +
+	"\valarm_count\x18\a \x01(\x04R\n" +
+	"alarmCount\"\xcb\x01\n" +
 	"\x12ListObjectsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
@@ -1627,10 +1646,11 @@ const file_cairn_v1_object_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\tR\x06object\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"k\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\x92\x01\n" +
 	"\x14DeleteObjectResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12!\n" +
-	"\fdeleted_keys\x18\x02 \x01(\x04R\vdeletedKeys\"\xa3\x01\n" +
+	"\fdeleted_keys\x18\x02 \x01(\x04R\vdeletedKeys\x12%\n" +
+	"\x0edeleted_alarms\x18\x03 \x01(\x04R\rdeletedAlarms\"\xa3\x01\n" +
 	"\rGetKeyRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06object\x18\x02 \x01(\tR\x06object\x12\x10\n" +

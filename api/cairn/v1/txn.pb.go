@@ -9,7 +9,9 @@ package cairnv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -628,6 +630,180 @@ func (x *ListOp) GetKeysOnly() bool {
 	return false
 }
 
+// SetAlarmOp sets (creates or replaces) an alarm of an object, as
+// SetAlarmRequest does.
+type SetAlarmOp struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Object string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	// name is the alarm's name; empty means "default".
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// when is fire_at (an instant) or fire_in (from the leader's clock when
+	// the transaction is proposed).
+	//
+	// Types that are valid to be assigned to When:
+	//
+	//	*SetAlarmOp_FireAt
+	//	*SetAlarmOp_FireIn
+	When          isSetAlarmOp_When    `protobuf_oneof:"when"`
+	Payload       []byte               `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
+	RepeatEvery   *durationpb.Duration `protobuf:"bytes,6,opt,name=repeat_every,json=repeatEvery,proto3" json:"repeat_every,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAlarmOp) Reset() {
+	*x = SetAlarmOp{}
+	mi := &file_cairn_v1_txn_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAlarmOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAlarmOp) ProtoMessage() {}
+
+func (x *SetAlarmOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_txn_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAlarmOp.ProtoReflect.Descriptor instead.
+func (*SetAlarmOp) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetAlarmOp) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *SetAlarmOp) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetAlarmOp) GetWhen() isSetAlarmOp_When {
+	if x != nil {
+		return x.When
+	}
+	return nil
+}
+
+func (x *SetAlarmOp) GetFireAt() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.When.(*SetAlarmOp_FireAt); ok {
+			return x.FireAt
+		}
+	}
+	return nil
+}
+
+func (x *SetAlarmOp) GetFireIn() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.When.(*SetAlarmOp_FireIn); ok {
+			return x.FireIn
+		}
+	}
+	return nil
+}
+
+func (x *SetAlarmOp) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SetAlarmOp) GetRepeatEvery() *durationpb.Duration {
+	if x != nil {
+		return x.RepeatEvery
+	}
+	return nil
+}
+
+type isSetAlarmOp_When interface {
+	isSetAlarmOp_When()
+}
+
+type SetAlarmOp_FireAt struct {
+	FireAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=fire_at,json=fireAt,proto3,oneof"`
+}
+
+type SetAlarmOp_FireIn struct {
+	FireIn *durationpb.Duration `protobuf:"bytes,4,opt,name=fire_in,json=fireIn,proto3,oneof"`
+}
+
+func (*SetAlarmOp_FireAt) isSetAlarmOp_When() {}
+
+func (*SetAlarmOp_FireIn) isSetAlarmOp_When() {}
+
+// DeleteAlarmOp deletes an alarm of an object.
+type DeleteAlarmOp struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Object string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	// name is the alarm's name; empty means "default".
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAlarmOp) Reset() {
+	*x = DeleteAlarmOp{}
+	mi := &file_cairn_v1_txn_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAlarmOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAlarmOp) ProtoMessage() {}
+
+func (x *DeleteAlarmOp) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_txn_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAlarmOp.ProtoReflect.Descriptor instead.
+func (*DeleteAlarmOp) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeleteAlarmOp) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *DeleteAlarmOp) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // TxnOp is one operation of a transaction.
 type TxnOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -638,6 +814,8 @@ type TxnOp struct {
 	//	*TxnOp_DeleteRange
 	//	*TxnOp_Get
 	//	*TxnOp_List
+	//	*TxnOp_SetAlarm
+	//	*TxnOp_DeleteAlarm
 	Op            isTxnOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -645,7 +823,7 @@ type TxnOp struct {
 
 func (x *TxnOp) Reset() {
 	*x = TxnOp{}
-	mi := &file_cairn_v1_txn_proto_msgTypes[6]
+	mi := &file_cairn_v1_txn_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +835,7 @@ func (x *TxnOp) String() string {
 func (*TxnOp) ProtoMessage() {}
 
 func (x *TxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_txn_proto_msgTypes[6]
+	mi := &file_cairn_v1_txn_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +848,7 @@ func (x *TxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
 func (*TxnOp) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{6}
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TxnOp) GetOp() isTxnOp_Op {
@@ -725,6 +903,24 @@ func (x *TxnOp) GetList() *ListOp {
 	return nil
 }
 
+func (x *TxnOp) GetSetAlarm() *SetAlarmOp {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_SetAlarm); ok {
+			return x.SetAlarm
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetDeleteAlarm() *DeleteAlarmOp {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_DeleteAlarm); ok {
+			return x.DeleteAlarm
+		}
+	}
+	return nil
+}
+
 type isTxnOp_Op interface {
 	isTxnOp_Op()
 }
@@ -749,6 +945,14 @@ type TxnOp_List struct {
 	List *ListOp `protobuf:"bytes,5,opt,name=list,proto3,oneof"`
 }
 
+type TxnOp_SetAlarm struct {
+	SetAlarm *SetAlarmOp `protobuf:"bytes,6,opt,name=set_alarm,json=setAlarm,proto3,oneof"`
+}
+
+type TxnOp_DeleteAlarm struct {
+	DeleteAlarm *DeleteAlarmOp `protobuf:"bytes,7,opt,name=delete_alarm,json=deleteAlarm,proto3,oneof"`
+}
+
 func (*TxnOp_Put) isTxnOp_Op() {}
 
 func (*TxnOp_Delete) isTxnOp_Op() {}
@@ -758,6 +962,10 @@ func (*TxnOp_DeleteRange) isTxnOp_Op() {}
 func (*TxnOp_Get) isTxnOp_Op() {}
 
 func (*TxnOp_List) isTxnOp_Op() {}
+
+func (*TxnOp_SetAlarm) isTxnOp_Op() {}
+
+func (*TxnOp_DeleteAlarm) isTxnOp_Op() {}
 
 type TxnRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -773,7 +981,7 @@ type TxnRequest struct {
 
 func (x *TxnRequest) Reset() {
 	*x = TxnRequest{}
-	mi := &file_cairn_v1_txn_proto_msgTypes[7]
+	mi := &file_cairn_v1_txn_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +993,7 @@ func (x *TxnRequest) String() string {
 func (*TxnRequest) ProtoMessage() {}
 
 func (x *TxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_txn_proto_msgTypes[7]
+	mi := &file_cairn_v1_txn_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +1006,7 @@ func (x *TxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRequest.ProtoReflect.Descriptor instead.
 func (*TxnRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{7}
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TxnRequest) GetNamespace() string {
@@ -845,7 +1053,7 @@ type PutOpResult struct {
 
 func (x *PutOpResult) Reset() {
 	*x = PutOpResult{}
-	mi := &file_cairn_v1_txn_proto_msgTypes[8]
+	mi := &file_cairn_v1_txn_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1065,7 @@ func (x *PutOpResult) String() string {
 func (*PutOpResult) ProtoMessage() {}
 
 func (x *PutOpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_txn_proto_msgTypes[8]
+	mi := &file_cairn_v1_txn_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1078,7 @@ func (x *PutOpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutOpResult.ProtoReflect.Descriptor instead.
 func (*PutOpResult) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{8}
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PutOpResult) GetCreated() bool {
@@ -890,7 +1098,7 @@ type DeleteOpResult struct {
 
 func (x *DeleteOpResult) Reset() {
 	*x = DeleteOpResult{}
-	mi := &file_cairn_v1_txn_proto_msgTypes[9]
+	mi := &file_cairn_v1_txn_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1110,7 @@ func (x *DeleteOpResult) String() string {
 func (*DeleteOpResult) ProtoMessage() {}
 
 func (x *DeleteOpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_txn_proto_msgTypes[9]
+	mi := &file_cairn_v1_txn_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1123,7 @@ func (x *DeleteOpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOpResult.ProtoReflect.Descriptor instead.
 func (*DeleteOpResult) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{9}
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteOpResult) GetDeleted() uint64 {
@@ -935,7 +1143,7 @@ type GetOpResult struct {
 
 func (x *GetOpResult) Reset() {
 	*x = GetOpResult{}
-	mi := &file_cairn_v1_txn_proto_msgTypes[10]
+	mi := &file_cairn_v1_txn_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1155,7 @@ func (x *GetOpResult) String() string {
 func (*GetOpResult) ProtoMessage() {}
 
 func (x *GetOpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_txn_proto_msgTypes[10]
+	mi := &file_cairn_v1_txn_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1168,7 @@ func (x *GetOpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOpResult.ProtoReflect.Descriptor instead.
 func (*GetOpResult) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{10}
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetOpResult) GetKv() *KeyValue {
@@ -981,7 +1189,7 @@ type ListOpResult struct {
 
 func (x *ListOpResult) Reset() {
 	*x = ListOpResult{}
-	mi := &file_cairn_v1_txn_proto_msgTypes[11]
+	mi := &file_cairn_v1_txn_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1201,7 @@ func (x *ListOpResult) String() string {
 func (*ListOpResult) ProtoMessage() {}
 
 func (x *ListOpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_txn_proto_msgTypes[11]
+	mi := &file_cairn_v1_txn_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1214,7 @@ func (x *ListOpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpResult.ProtoReflect.Descriptor instead.
 func (*ListOpResult) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{11}
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListOpResult) GetKvs() []*KeyValue {
@@ -1023,6 +1231,96 @@ func (x *ListOpResult) GetMore() bool {
 	return false
 }
 
+type SetAlarmOpResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// created is true when the alarm did not exist before.
+	Created       bool `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAlarmOpResult) Reset() {
+	*x = SetAlarmOpResult{}
+	mi := &file_cairn_v1_txn_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAlarmOpResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAlarmOpResult) ProtoMessage() {}
+
+func (x *SetAlarmOpResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_txn_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAlarmOpResult.ProtoReflect.Descriptor instead.
+func (*SetAlarmOpResult) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SetAlarmOpResult) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+type DeleteAlarmOpResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// deleted is false when the alarm did not exist.
+	Deleted       bool `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAlarmOpResult) Reset() {
+	*x = DeleteAlarmOpResult{}
+	mi := &file_cairn_v1_txn_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAlarmOpResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAlarmOpResult) ProtoMessage() {}
+
+func (x *DeleteAlarmOpResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_txn_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAlarmOpResult.ProtoReflect.Descriptor instead.
+func (*DeleteAlarmOpResult) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteAlarmOpResult) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
 // TxnOpResult is the result of one op of the branch that ran, in order.
 type TxnOpResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1033,6 +1331,8 @@ type TxnOpResult struct {
 	//	*TxnOpResult_DeleteRange
 	//	*TxnOpResult_Get
 	//	*TxnOpResult_List
+	//	*TxnOpResult_SetAlarm
+	//	*TxnOpResult_DeleteAlarm
 	Result        isTxnOpResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1040,7 +1340,7 @@ type TxnOpResult struct {
 
 func (x *TxnOpResult) Reset() {
 	*x = TxnOpResult{}
-	mi := &file_cairn_v1_txn_proto_msgTypes[12]
+	mi := &file_cairn_v1_txn_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1352,7 @@ func (x *TxnOpResult) String() string {
 func (*TxnOpResult) ProtoMessage() {}
 
 func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_txn_proto_msgTypes[12]
+	mi := &file_cairn_v1_txn_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1365,7 @@ func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOpResult.ProtoReflect.Descriptor instead.
 func (*TxnOpResult) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{12}
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TxnOpResult) GetResult() isTxnOpResult_Result {
@@ -1120,6 +1420,24 @@ func (x *TxnOpResult) GetList() *ListOpResult {
 	return nil
 }
 
+func (x *TxnOpResult) GetSetAlarm() *SetAlarmOpResult {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_SetAlarm); ok {
+			return x.SetAlarm
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetDeleteAlarm() *DeleteAlarmOpResult {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_DeleteAlarm); ok {
+			return x.DeleteAlarm
+		}
+	}
+	return nil
+}
+
 type isTxnOpResult_Result interface {
 	isTxnOpResult_Result()
 }
@@ -1144,6 +1462,14 @@ type TxnOpResult_List struct {
 	List *ListOpResult `protobuf:"bytes,5,opt,name=list,proto3,oneof"`
 }
 
+type TxnOpResult_SetAlarm struct {
+	SetAlarm *SetAlarmOpResult `protobuf:"bytes,6,opt,name=set_alarm,json=setAlarm,proto3,oneof"`
+}
+
+type TxnOpResult_DeleteAlarm struct {
+	DeleteAlarm *DeleteAlarmOpResult `protobuf:"bytes,7,opt,name=delete_alarm,json=deleteAlarm,proto3,oneof"`
+}
+
 func (*TxnOpResult_Put) isTxnOpResult_Result() {}
 
 func (*TxnOpResult_Delete) isTxnOpResult_Result() {}
@@ -1153,6 +1479,10 @@ func (*TxnOpResult_DeleteRange) isTxnOpResult_Result() {}
 func (*TxnOpResult_Get) isTxnOpResult_Result() {}
 
 func (*TxnOpResult_List) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_SetAlarm) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_DeleteAlarm) isTxnOpResult_Result() {}
 
 type TxnResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1168,7 +1498,7 @@ type TxnResponse struct {
 
 func (x *TxnResponse) Reset() {
 	*x = TxnResponse{}
-	mi := &file_cairn_v1_txn_proto_msgTypes[13]
+	mi := &file_cairn_v1_txn_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1510,7 @@ func (x *TxnResponse) String() string {
 func (*TxnResponse) ProtoMessage() {}
 
 func (x *TxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_txn_proto_msgTypes[13]
+	mi := &file_cairn_v1_txn_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1523,7 @@ func (x *TxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
 func (*TxnResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{13}
+	return file_cairn_v1_txn_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TxnResponse) GetHeader() *ResponseHeader {
@@ -1228,7 +1558,7 @@ var File_cairn_v1_txn_proto protoreflect.FileDescriptor
 
 const file_cairn_v1_txn_proto_rawDesc = "" +
 	"\n" +
-	"\x12cairn/v1/txn.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xd7\x02\n" +
+	"\x12cairn/v1/txn.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x02\n" +
 	"\aCompare\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\tR\x06object\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12.\n" +
@@ -1264,13 +1594,27 @@ const file_cairn_v1_txn_proto_rawDesc = "" +
 	"\x03end\x18\x04 \x01(\tR\x03end\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\rR\x05limit\x12\x18\n" +
 	"\areverse\x18\x06 \x01(\bR\areverse\x12\x1b\n" +
-	"\tkeys_only\x18\a \x01(\bR\bkeysOnly\"\xeb\x01\n" +
+	"\tkeys_only\x18\a \x01(\bR\bkeysOnly\"\x85\x02\n" +
+	"\n" +
+	"SetAlarmOp\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
+	"\afire_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x06fireAt\x124\n" +
+	"\afire_in\x18\x04 \x01(\v2\x19.google.protobuf.DurationH\x00R\x06fireIn\x12\x18\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\x12<\n" +
+	"\frepeat_every\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vrepeatEveryB\x06\n" +
+	"\x04when\";\n" +
+	"\rDeleteAlarmOp\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xde\x02\n" +
 	"\x05TxnOp\x12#\n" +
 	"\x03put\x18\x01 \x01(\v2\x0f.cairn.v1.PutOpH\x00R\x03put\x12,\n" +
 	"\x06delete\x18\x02 \x01(\v2\x12.cairn.v1.DeleteOpH\x00R\x06delete\x12<\n" +
 	"\fdelete_range\x18\x03 \x01(\v2\x17.cairn.v1.DeleteRangeOpH\x00R\vdeleteRange\x12#\n" +
 	"\x03get\x18\x04 \x01(\v2\x0f.cairn.v1.GetOpH\x00R\x03get\x12&\n" +
-	"\x04list\x18\x05 \x01(\v2\x10.cairn.v1.ListOpH\x00R\x04listB\x04\n" +
+	"\x04list\x18\x05 \x01(\v2\x10.cairn.v1.ListOpH\x00R\x04list\x123\n" +
+	"\tset_alarm\x18\x06 \x01(\v2\x14.cairn.v1.SetAlarmOpH\x00R\bsetAlarm\x12<\n" +
+	"\fdelete_alarm\x18\a \x01(\v2\x17.cairn.v1.DeleteAlarmOpH\x00R\vdeleteAlarmB\x04\n" +
 	"\x02op\"\xce\x01\n" +
 	"\n" +
 	"TxnRequest\x12\x1c\n" +
@@ -1288,13 +1632,19 @@ const file_cairn_v1_txn_proto_rawDesc = "" +
 	"\x02kv\x18\x01 \x01(\v2\x12.cairn.v1.KeyValueR\x02kv\"H\n" +
 	"\fListOpResult\x12$\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x12.cairn.v1.KeyValueR\x03kvs\x12\x12\n" +
-	"\x04more\x18\x02 \x01(\bR\x04more\"\x8e\x02\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\",\n" +
+	"\x10SetAlarmOpResult\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\"/\n" +
+	"\x13DeleteAlarmOpResult\x12\x18\n" +
+	"\adeleted\x18\x01 \x01(\bR\adeleted\"\x8d\x03\n" +
 	"\vTxnOpResult\x12)\n" +
 	"\x03put\x18\x01 \x01(\v2\x15.cairn.v1.PutOpResultH\x00R\x03put\x122\n" +
 	"\x06delete\x18\x02 \x01(\v2\x18.cairn.v1.DeleteOpResultH\x00R\x06delete\x12=\n" +
 	"\fdelete_range\x18\x03 \x01(\v2\x18.cairn.v1.DeleteOpResultH\x00R\vdeleteRange\x12)\n" +
 	"\x03get\x18\x04 \x01(\v2\x15.cairn.v1.GetOpResultH\x00R\x03get\x12,\n" +
-	"\x04list\x18\x05 \x01(\v2\x16.cairn.v1.ListOpResultH\x00R\x04listB\b\n" +
+	"\x04list\x18\x05 \x01(\v2\x16.cairn.v1.ListOpResultH\x00R\x04list\x129\n" +
+	"\tset_alarm\x18\x06 \x01(\v2\x1a.cairn.v1.SetAlarmOpResultH\x00R\bsetAlarm\x12B\n" +
+	"\fdelete_alarm\x18\a \x01(\v2\x1d.cairn.v1.DeleteAlarmOpResultH\x00R\vdeleteAlarmB\b\n" +
 	"\x06result\"\xaa\x01\n" +
 	"\vTxnResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x1c\n" +
@@ -1321,53 +1671,66 @@ func file_cairn_v1_txn_proto_rawDescGZIP() []byte {
 }
 
 var file_cairn_v1_txn_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cairn_v1_txn_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_cairn_v1_txn_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_cairn_v1_txn_proto_goTypes = []any{
-	(Relation)(0),          // 0: cairn.v1.Relation
-	(*Compare)(nil),        // 1: cairn.v1.Compare
-	(*PutOp)(nil),          // 2: cairn.v1.PutOp
-	(*DeleteOp)(nil),       // 3: cairn.v1.DeleteOp
-	(*DeleteRangeOp)(nil),  // 4: cairn.v1.DeleteRangeOp
-	(*GetOp)(nil),          // 5: cairn.v1.GetOp
-	(*ListOp)(nil),         // 6: cairn.v1.ListOp
-	(*TxnOp)(nil),          // 7: cairn.v1.TxnOp
-	(*TxnRequest)(nil),     // 8: cairn.v1.TxnRequest
-	(*PutOpResult)(nil),    // 9: cairn.v1.PutOpResult
-	(*DeleteOpResult)(nil), // 10: cairn.v1.DeleteOpResult
-	(*GetOpResult)(nil),    // 11: cairn.v1.GetOpResult
-	(*ListOpResult)(nil),   // 12: cairn.v1.ListOpResult
-	(*TxnOpResult)(nil),    // 13: cairn.v1.TxnOpResult
-	(*TxnResponse)(nil),    // 14: cairn.v1.TxnResponse
-	(*structpb.Value)(nil), // 15: google.protobuf.Value
-	(*KeyValue)(nil),       // 16: cairn.v1.KeyValue
-	(*ResponseHeader)(nil), // 17: cairn.v1.ResponseHeader
+	(Relation)(0),                 // 0: cairn.v1.Relation
+	(*Compare)(nil),               // 1: cairn.v1.Compare
+	(*PutOp)(nil),                 // 2: cairn.v1.PutOp
+	(*DeleteOp)(nil),              // 3: cairn.v1.DeleteOp
+	(*DeleteRangeOp)(nil),         // 4: cairn.v1.DeleteRangeOp
+	(*GetOp)(nil),                 // 5: cairn.v1.GetOp
+	(*ListOp)(nil),                // 6: cairn.v1.ListOp
+	(*SetAlarmOp)(nil),            // 7: cairn.v1.SetAlarmOp
+	(*DeleteAlarmOp)(nil),         // 8: cairn.v1.DeleteAlarmOp
+	(*TxnOp)(nil),                 // 9: cairn.v1.TxnOp
+	(*TxnRequest)(nil),            // 10: cairn.v1.TxnRequest
+	(*PutOpResult)(nil),           // 11: cairn.v1.PutOpResult
+	(*DeleteOpResult)(nil),        // 12: cairn.v1.DeleteOpResult
+	(*GetOpResult)(nil),           // 13: cairn.v1.GetOpResult
+	(*ListOpResult)(nil),          // 14: cairn.v1.ListOpResult
+	(*SetAlarmOpResult)(nil),      // 15: cairn.v1.SetAlarmOpResult
+	(*DeleteAlarmOpResult)(nil),   // 16: cairn.v1.DeleteAlarmOpResult
+	(*TxnOpResult)(nil),           // 17: cairn.v1.TxnOpResult
+	(*TxnResponse)(nil),           // 18: cairn.v1.TxnResponse
+	(*structpb.Value)(nil),        // 19: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*KeyValue)(nil),              // 22: cairn.v1.KeyValue
+	(*ResponseHeader)(nil),        // 23: cairn.v1.ResponseHeader
 }
 var file_cairn_v1_txn_proto_depIdxs = []int32{
 	0,  // 0: cairn.v1.Compare.relation:type_name -> cairn.v1.Relation
-	15, // 1: cairn.v1.Compare.value:type_name -> google.protobuf.Value
-	15, // 2: cairn.v1.PutOp.value:type_name -> google.protobuf.Value
-	2,  // 3: cairn.v1.TxnOp.put:type_name -> cairn.v1.PutOp
-	3,  // 4: cairn.v1.TxnOp.delete:type_name -> cairn.v1.DeleteOp
-	4,  // 5: cairn.v1.TxnOp.delete_range:type_name -> cairn.v1.DeleteRangeOp
-	5,  // 6: cairn.v1.TxnOp.get:type_name -> cairn.v1.GetOp
-	6,  // 7: cairn.v1.TxnOp.list:type_name -> cairn.v1.ListOp
-	1,  // 8: cairn.v1.TxnRequest.compares:type_name -> cairn.v1.Compare
-	7,  // 9: cairn.v1.TxnRequest.success:type_name -> cairn.v1.TxnOp
-	7,  // 10: cairn.v1.TxnRequest.failure:type_name -> cairn.v1.TxnOp
-	16, // 11: cairn.v1.GetOpResult.kv:type_name -> cairn.v1.KeyValue
-	16, // 12: cairn.v1.ListOpResult.kvs:type_name -> cairn.v1.KeyValue
-	9,  // 13: cairn.v1.TxnOpResult.put:type_name -> cairn.v1.PutOpResult
-	10, // 14: cairn.v1.TxnOpResult.delete:type_name -> cairn.v1.DeleteOpResult
-	10, // 15: cairn.v1.TxnOpResult.delete_range:type_name -> cairn.v1.DeleteOpResult
-	11, // 16: cairn.v1.TxnOpResult.get:type_name -> cairn.v1.GetOpResult
-	12, // 17: cairn.v1.TxnOpResult.list:type_name -> cairn.v1.ListOpResult
-	17, // 18: cairn.v1.TxnResponse.header:type_name -> cairn.v1.ResponseHeader
-	13, // 19: cairn.v1.TxnResponse.results:type_name -> cairn.v1.TxnOpResult
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	19, // 1: cairn.v1.Compare.value:type_name -> google.protobuf.Value
+	19, // 2: cairn.v1.PutOp.value:type_name -> google.protobuf.Value
+	20, // 3: cairn.v1.SetAlarmOp.fire_at:type_name -> google.protobuf.Timestamp
+	21, // 4: cairn.v1.SetAlarmOp.fire_in:type_name -> google.protobuf.Duration
+	21, // 5: cairn.v1.SetAlarmOp.repeat_every:type_name -> google.protobuf.Duration
+	2,  // 6: cairn.v1.TxnOp.put:type_name -> cairn.v1.PutOp
+	3,  // 7: cairn.v1.TxnOp.delete:type_name -> cairn.v1.DeleteOp
+	4,  // 8: cairn.v1.TxnOp.delete_range:type_name -> cairn.v1.DeleteRangeOp
+	5,  // 9: cairn.v1.TxnOp.get:type_name -> cairn.v1.GetOp
+	6,  // 10: cairn.v1.TxnOp.list:type_name -> cairn.v1.ListOp
+	7,  // 11: cairn.v1.TxnOp.set_alarm:type_name -> cairn.v1.SetAlarmOp
+	8,  // 12: cairn.v1.TxnOp.delete_alarm:type_name -> cairn.v1.DeleteAlarmOp
+	1,  // 13: cairn.v1.TxnRequest.compares:type_name -> cairn.v1.Compare
+	9,  // 14: cairn.v1.TxnRequest.success:type_name -> cairn.v1.TxnOp
+	9,  // 15: cairn.v1.TxnRequest.failure:type_name -> cairn.v1.TxnOp
+	22, // 16: cairn.v1.GetOpResult.kv:type_name -> cairn.v1.KeyValue
+	22, // 17: cairn.v1.ListOpResult.kvs:type_name -> cairn.v1.KeyValue
+	11, // 18: cairn.v1.TxnOpResult.put:type_name -> cairn.v1.PutOpResult
+	12, // 19: cairn.v1.TxnOpResult.delete:type_name -> cairn.v1.DeleteOpResult
+	12, // 20: cairn.v1.TxnOpResult.delete_range:type_name -> cairn.v1.DeleteOpResult
+	13, // 21: cairn.v1.TxnOpResult.get:type_name -> cairn.v1.GetOpResult
+	14, // 22: cairn.v1.TxnOpResult.list:type_name -> cairn.v1.ListOpResult
+	15, // 23: cairn.v1.TxnOpResult.set_alarm:type_name -> cairn.v1.SetAlarmOpResult
+	16, // 24: cairn.v1.TxnOpResult.delete_alarm:type_name -> cairn.v1.DeleteAlarmOpResult
+	23, // 25: cairn.v1.TxnResponse.header:type_name -> cairn.v1.ResponseHeader
+	17, // 26: cairn.v1.TxnResponse.results:type_name -> cairn.v1.TxnOpResult
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_cairn_v1_txn_proto_init() }
@@ -1389,18 +1752,26 @@ func file_cairn_v1_txn_proto_init() {
 		(*PutOp_BinaryValue)(nil),
 	}
 	file_cairn_v1_txn_proto_msgTypes[6].OneofWrappers = []any{
+		(*SetAlarmOp_FireAt)(nil),
+		(*SetAlarmOp_FireIn)(nil),
+	}
+	file_cairn_v1_txn_proto_msgTypes[8].OneofWrappers = []any{
 		(*TxnOp_Put)(nil),
 		(*TxnOp_Delete)(nil),
 		(*TxnOp_DeleteRange)(nil),
 		(*TxnOp_Get)(nil),
 		(*TxnOp_List)(nil),
+		(*TxnOp_SetAlarm)(nil),
+		(*TxnOp_DeleteAlarm)(nil),
 	}
-	file_cairn_v1_txn_proto_msgTypes[12].OneofWrappers = []any{
+	file_cairn_v1_txn_proto_msgTypes[16].OneofWrappers = []any{
 		(*TxnOpResult_Put)(nil),
 		(*TxnOpResult_Delete)(nil),
 		(*TxnOpResult_DeleteRange)(nil),
 		(*TxnOpResult_Get)(nil),
 		(*TxnOpResult_List)(nil),
+		(*TxnOpResult_SetAlarm)(nil),
+		(*TxnOpResult_DeleteAlarm)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1408,7 +1779,7 @@ func file_cairn_v1_txn_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_v1_txn_proto_rawDesc), len(file_cairn_v1_txn_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

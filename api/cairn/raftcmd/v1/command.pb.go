@@ -202,6 +202,188 @@ func (Relation) EnumDescriptor() ([]byte, []int) {
 	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{2}
 }
 
+// AlarmState is where an alarm stands.
+type AlarmState int32
+
+const (
+	AlarmState_ALARM_STATE_UNSPECIFIED AlarmState = 0
+	// ALARM_STATE_PENDING: waiting for next_due_ms.
+	AlarmState_ALARM_STATE_PENDING AlarmState = 1
+	// ALARM_STATE_DELIVERING: leased to a holder until lease_expires_ms.
+	AlarmState_ALARM_STATE_DELIVERING AlarmState = 2
+	// ALARM_STATE_DEAD: its retries ran out; kept until set again or
+	// deleted.
+	AlarmState_ALARM_STATE_DEAD AlarmState = 3
+)
+
+// Enum value maps for AlarmState.
+var (
+	AlarmState_name = map[int32]string{
+		0: "ALARM_STATE_UNSPECIFIED",
+		1: "ALARM_STATE_PENDING",
+		2: "ALARM_STATE_DELIVERING",
+		3: "ALARM_STATE_DEAD",
+	}
+	AlarmState_value = map[string]int32{
+		"ALARM_STATE_UNSPECIFIED": 0,
+		"ALARM_STATE_PENDING":     1,
+		"ALARM_STATE_DELIVERING":  2,
+		"ALARM_STATE_DEAD":        3,
+	}
+)
+
+func (x AlarmState) Enum() *AlarmState {
+	p := new(AlarmState)
+	*p = x
+	return p
+}
+
+func (x AlarmState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlarmState) Descriptor() protoreflect.EnumDescriptor {
+	return file_cairn_raftcmd_v1_command_proto_enumTypes[3].Descriptor()
+}
+
+func (AlarmState) Type() protoreflect.EnumType {
+	return &file_cairn_raftcmd_v1_command_proto_enumTypes[3]
+}
+
+func (x AlarmState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlarmState.Descriptor instead.
+func (AlarmState) EnumDescriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{3}
+}
+
+// AckKind is what an ack reports.
+type AckKind int32
+
+const (
+	AckKind_ACK_KIND_UNSPECIFIED AckKind = 0
+	// ACK_KIND_DONE: delivered; the alarm is deleted, or re-armed when it
+	// repeats.
+	AckKind_ACK_KIND_DONE AckKind = 1
+	// ACK_KIND_RETRY: the attempt failed; retried after a backoff, or dead.
+	AckKind_ACK_KIND_RETRY AckKind = 2
+	// ACK_KIND_REQUEUE: the lease is given back without counting the
+	// attempt (a new leader taking over its predecessor's deliveries).
+	AckKind_ACK_KIND_REQUEUE AckKind = 3
+	// ACK_KIND_EXPIRE: the lease ran out without an ack, a failed attempt;
+	// refused unless lease_expires_ms has passed by the command's time.
+	AckKind_ACK_KIND_EXPIRE AckKind = 4
+)
+
+// Enum value maps for AckKind.
+var (
+	AckKind_name = map[int32]string{
+		0: "ACK_KIND_UNSPECIFIED",
+		1: "ACK_KIND_DONE",
+		2: "ACK_KIND_RETRY",
+		3: "ACK_KIND_REQUEUE",
+		4: "ACK_KIND_EXPIRE",
+	}
+	AckKind_value = map[string]int32{
+		"ACK_KIND_UNSPECIFIED": 0,
+		"ACK_KIND_DONE":        1,
+		"ACK_KIND_RETRY":       2,
+		"ACK_KIND_REQUEUE":     3,
+		"ACK_KIND_EXPIRE":      4,
+	}
+)
+
+func (x AckKind) Enum() *AckKind {
+	p := new(AckKind)
+	*p = x
+	return p
+}
+
+func (x AckKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AckKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_cairn_raftcmd_v1_command_proto_enumTypes[4].Descriptor()
+}
+
+func (AckKind) Type() protoreflect.EnumType {
+	return &file_cairn_raftcmd_v1_command_proto_enumTypes[4]
+}
+
+func (x AckKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AckKind.Descriptor instead.
+func (AckKind) EnumDescriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+// AckStatus is what one ack did.
+type AckStatus int32
+
+const (
+	AckStatus_ACK_STATUS_UNSPECIFIED     AckStatus = 0
+	AckStatus_ACK_STATUS_COMPLETED       AckStatus = 1
+	AckStatus_ACK_STATUS_REARMED         AckStatus = 2
+	AckStatus_ACK_STATUS_RETRY_SCHEDULED AckStatus = 3
+	AckStatus_ACK_STATUS_DEAD            AckStatus = 4
+	AckStatus_ACK_STATUS_REQUEUED        AckStatus = 5
+	AckStatus_ACK_STATUS_STALE           AckStatus = 6
+)
+
+// Enum value maps for AckStatus.
+var (
+	AckStatus_name = map[int32]string{
+		0: "ACK_STATUS_UNSPECIFIED",
+		1: "ACK_STATUS_COMPLETED",
+		2: "ACK_STATUS_REARMED",
+		3: "ACK_STATUS_RETRY_SCHEDULED",
+		4: "ACK_STATUS_DEAD",
+		5: "ACK_STATUS_REQUEUED",
+		6: "ACK_STATUS_STALE",
+	}
+	AckStatus_value = map[string]int32{
+		"ACK_STATUS_UNSPECIFIED":     0,
+		"ACK_STATUS_COMPLETED":       1,
+		"ACK_STATUS_REARMED":         2,
+		"ACK_STATUS_RETRY_SCHEDULED": 3,
+		"ACK_STATUS_DEAD":            4,
+		"ACK_STATUS_REQUEUED":        5,
+		"ACK_STATUS_STALE":           6,
+	}
+)
+
+func (x AckStatus) Enum() *AckStatus {
+	p := new(AckStatus)
+	*p = x
+	return p
+}
+
+func (x AckStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AckStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_cairn_raftcmd_v1_command_proto_enumTypes[5].Descriptor()
+}
+
+func (AckStatus) Type() protoreflect.EnumType {
+	return &file_cairn_raftcmd_v1_command_proto_enumTypes[5]
+}
+
+func (x AckStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AckStatus.Descriptor instead.
+func (AckStatus) EnumDescriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{5}
+}
+
 // Command is the envelope of every log entry the FSM applies.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -230,6 +412,11 @@ type Command struct {
 	//	*Command_SetMember
 	//	*Command_RemoveMember
 	//	*Command_Txn
+	//	*Command_SetAlarm
+	//	*Command_DeleteAlarm
+	//	*Command_ClaimAlarms
+	//	*Command_BeginDelivery
+	//	*Command_AckAlarms
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -363,6 +550,51 @@ func (x *Command) GetTxn() *Txn {
 	return nil
 }
 
+func (x *Command) GetSetAlarm() *SetAlarm {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetAlarm); ok {
+			return x.SetAlarm
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteAlarm() *DeleteAlarm {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteAlarm); ok {
+			return x.DeleteAlarm
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetClaimAlarms() *ClaimAlarms {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ClaimAlarms); ok {
+			return x.ClaimAlarms
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBeginDelivery() *BeginDelivery {
+	if x != nil {
+		if x, ok := x.Op.(*Command_BeginDelivery); ok {
+			return x.BeginDelivery
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAckAlarms() *AckAlarms {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AckAlarms); ok {
+			return x.AckAlarms
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -395,6 +627,26 @@ type Command_Txn struct {
 	Txn *Txn `protobuf:"bytes,16,opt,name=txn,proto3,oneof"`
 }
 
+type Command_SetAlarm struct {
+	SetAlarm *SetAlarm `protobuf:"bytes,17,opt,name=set_alarm,json=setAlarm,proto3,oneof"`
+}
+
+type Command_DeleteAlarm struct {
+	DeleteAlarm *DeleteAlarm `protobuf:"bytes,18,opt,name=delete_alarm,json=deleteAlarm,proto3,oneof"`
+}
+
+type Command_ClaimAlarms struct {
+	ClaimAlarms *ClaimAlarms `protobuf:"bytes,19,opt,name=claim_alarms,json=claimAlarms,proto3,oneof"`
+}
+
+type Command_BeginDelivery struct {
+	BeginDelivery *BeginDelivery `protobuf:"bytes,20,opt,name=begin_delivery,json=beginDelivery,proto3,oneof"`
+}
+
+type Command_AckAlarms struct {
+	AckAlarms *AckAlarms `protobuf:"bytes,21,opt,name=ack_alarms,json=ackAlarms,proto3,oneof"`
+}
+
 func (*Command_PutNamespace) isCommand_Op() {}
 
 func (*Command_DeleteNamespace) isCommand_Op() {}
@@ -409,14 +661,38 @@ func (*Command_RemoveMember) isCommand_Op() {}
 
 func (*Command_Txn) isCommand_Op() {}
 
+func (*Command_SetAlarm) isCommand_Op() {}
+
+func (*Command_DeleteAlarm) isCommand_Op() {}
+
+func (*Command_ClaimAlarms) isCommand_Op() {}
+
+func (*Command_BeginDelivery) isCommand_Op() {}
+
+func (*Command_AckAlarms) isCommand_Op() {}
+
 // NamespaceSettings are the replicated settings of a namespace.
 type NamespaceSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// max_object_bytes is the storage quota of one object (sum of key and
 	// value bytes); 0 means no quota.
 	MaxObjectBytes uint64 `protobuf:"varint,1,opt,name=max_object_bytes,json=maxObjectBytes,proto3" json:"max_object_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// alarm_webhook_url, when set, makes the leader deliver the namespace's
+	// alarms by POSTing them there; empty means pull delivery (claims).
+	AlarmWebhookUrl string `protobuf:"bytes,2,opt,name=alarm_webhook_url,json=alarmWebhookUrl,proto3" json:"alarm_webhook_url,omitempty"`
+	// alarm_webhook_secret is the HMAC-SHA256 key that signs webhook bodies.
+	AlarmWebhookSecret string `protobuf:"bytes,3,opt,name=alarm_webhook_secret,json=alarmWebhookSecret,proto3" json:"alarm_webhook_secret,omitempty"`
+	// alarm_retry_initial_ms is the delay before the first retry of a failed
+	// delivery, doubling with each further attempt; 0 means 2000.
+	AlarmRetryInitialMs uint64 `protobuf:"varint,4,opt,name=alarm_retry_initial_ms,json=alarmRetryInitialMs,proto3" json:"alarm_retry_initial_ms,omitempty"`
+	// alarm_max_retries is how many times a failed delivery is retried
+	// before the alarm is dead; unset means 6.
+	AlarmMaxRetries *uint32 `protobuf:"varint,5,opt,name=alarm_max_retries,json=alarmMaxRetries,proto3,oneof" json:"alarm_max_retries,omitempty"`
+	// alarm_lease_ms is how long a delivery may take (the webhook timeout,
+	// and the lease of a claim that names none); 0 means 10000.
+	AlarmLeaseMs  uint64 `protobuf:"varint,6,opt,name=alarm_lease_ms,json=alarmLeaseMs,proto3" json:"alarm_lease_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NamespaceSettings) Reset() {
@@ -452,6 +728,41 @@ func (*NamespaceSettings) Descriptor() ([]byte, []int) {
 func (x *NamespaceSettings) GetMaxObjectBytes() uint64 {
 	if x != nil {
 		return x.MaxObjectBytes
+	}
+	return 0
+}
+
+func (x *NamespaceSettings) GetAlarmWebhookUrl() string {
+	if x != nil {
+		return x.AlarmWebhookUrl
+	}
+	return ""
+}
+
+func (x *NamespaceSettings) GetAlarmWebhookSecret() string {
+	if x != nil {
+		return x.AlarmWebhookSecret
+	}
+	return ""
+}
+
+func (x *NamespaceSettings) GetAlarmRetryInitialMs() uint64 {
+	if x != nil {
+		return x.AlarmRetryInitialMs
+	}
+	return 0
+}
+
+func (x *NamespaceSettings) GetAlarmMaxRetries() uint32 {
+	if x != nil && x.AlarmMaxRetries != nil {
+		return *x.AlarmMaxRetries
+	}
+	return 0
+}
+
+func (x *NamespaceSettings) GetAlarmLeaseMs() uint64 {
+	if x != nil {
+		return x.AlarmLeaseMs
 	}
 	return 0
 }
@@ -914,8 +1225,10 @@ type Namespace struct {
 	CreateRevision uint64                 `protobuf:"varint,3,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
 	ModRevision    uint64                 `protobuf:"varint,4,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
 	ObjectCount    uint64                 `protobuf:"varint,5,opt,name=object_count,json=objectCount,proto3" json:"object_count,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// alarms counts the namespace's alarms by state.
+	Alarms        *AlarmCounts `protobuf:"bytes,6,opt,name=alarms,proto3" json:"alarms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Namespace) Reset() {
@@ -983,6 +1296,74 @@ func (x *Namespace) GetObjectCount() uint64 {
 	return 0
 }
 
+func (x *Namespace) GetAlarms() *AlarmCounts {
+	if x != nil {
+		return x.Alarms
+	}
+	return nil
+}
+
+// AlarmCounts counts a namespace's alarms by state.
+type AlarmCounts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pending       uint64                 `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`
+	Delivering    uint64                 `protobuf:"varint,2,opt,name=delivering,proto3" json:"delivering,omitempty"`
+	Dead          uint64                 `protobuf:"varint,3,opt,name=dead,proto3" json:"dead,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmCounts) Reset() {
+	*x = AlarmCounts{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmCounts) ProtoMessage() {}
+
+func (x *AlarmCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmCounts.ProtoReflect.Descriptor instead.
+func (*AlarmCounts) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AlarmCounts) GetPending() uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *AlarmCounts) GetDelivering() uint64 {
+	if x != nil {
+		return x.Delivering
+	}
+	return 0
+}
+
+func (x *AlarmCounts) GetDead() uint64 {
+	if x != nil {
+		return x.Dead
+	}
+	return 0
+}
+
 // Txn is a conditional multi-object transaction within one namespace:
 // if every compare holds, the success ops run, else the failure ops, in
 // order, atomically.
@@ -998,7 +1379,7 @@ type Txn struct {
 
 func (x *Txn) Reset() {
 	*x = Txn{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[11]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1391,7 @@ func (x *Txn) String() string {
 func (*Txn) ProtoMessage() {}
 
 func (x *Txn) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[11]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1404,7 @@ func (x *Txn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Txn.ProtoReflect.Descriptor instead.
 func (*Txn) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Txn) GetNamespace() string {
@@ -1070,7 +1451,7 @@ type Compare struct {
 
 func (x *Compare) Reset() {
 	*x = Compare{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[12]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1463,7 @@ func (x *Compare) String() string {
 func (*Compare) ProtoMessage() {}
 
 func (x *Compare) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[12]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1476,7 @@ func (x *Compare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Compare.ProtoReflect.Descriptor instead.
 func (*Compare) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Compare) GetObject() string {
@@ -1157,6 +1538,8 @@ type TxnOp struct {
 	//	*TxnOp_DeleteRange
 	//	*TxnOp_Get
 	//	*TxnOp_List
+	//	*TxnOp_SetAlarm
+	//	*TxnOp_DeleteAlarm
 	Op            isTxnOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1164,7 +1547,7 @@ type TxnOp struct {
 
 func (x *TxnOp) Reset() {
 	*x = TxnOp{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[13]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1559,7 @@ func (x *TxnOp) String() string {
 func (*TxnOp) ProtoMessage() {}
 
 func (x *TxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[13]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1572,7 @@ func (x *TxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
 func (*TxnOp) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TxnOp) GetOp() isTxnOp_Op {
@@ -1244,6 +1627,24 @@ func (x *TxnOp) GetList() *TxnList {
 	return nil
 }
 
+func (x *TxnOp) GetSetAlarm() *AlarmSpec {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_SetAlarm); ok {
+			return x.SetAlarm
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetDeleteAlarm() *AlarmRef {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_DeleteAlarm); ok {
+			return x.DeleteAlarm
+		}
+	}
+	return nil
+}
+
 type isTxnOp_Op interface {
 	isTxnOp_Op()
 }
@@ -1268,6 +1669,14 @@ type TxnOp_List struct {
 	List *TxnList `protobuf:"bytes,5,opt,name=list,proto3,oneof"`
 }
 
+type TxnOp_SetAlarm struct {
+	SetAlarm *AlarmSpec `protobuf:"bytes,6,opt,name=set_alarm,json=setAlarm,proto3,oneof"`
+}
+
+type TxnOp_DeleteAlarm struct {
+	DeleteAlarm *AlarmRef `protobuf:"bytes,7,opt,name=delete_alarm,json=deleteAlarm,proto3,oneof"`
+}
+
 func (*TxnOp_Put) isTxnOp_Op() {}
 
 func (*TxnOp_Delete) isTxnOp_Op() {}
@@ -1277,6 +1686,10 @@ func (*TxnOp_DeleteRange) isTxnOp_Op() {}
 func (*TxnOp_Get) isTxnOp_Op() {}
 
 func (*TxnOp_List) isTxnOp_Op() {}
+
+func (*TxnOp_SetAlarm) isTxnOp_Op() {}
+
+func (*TxnOp_DeleteAlarm) isTxnOp_Op() {}
 
 type TxnPut struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1288,7 +1701,7 @@ type TxnPut struct {
 
 func (x *TxnPut) Reset() {
 	*x = TxnPut{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[14]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1713,7 @@ func (x *TxnPut) String() string {
 func (*TxnPut) ProtoMessage() {}
 
 func (x *TxnPut) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[14]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1726,7 @@ func (x *TxnPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnPut.ProtoReflect.Descriptor instead.
 func (*TxnPut) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TxnPut) GetObject() string {
@@ -1340,7 +1753,7 @@ type TxnDelete struct {
 
 func (x *TxnDelete) Reset() {
 	*x = TxnDelete{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[15]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1765,7 @@ func (x *TxnDelete) String() string {
 func (*TxnDelete) ProtoMessage() {}
 
 func (x *TxnDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[15]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1778,7 @@ func (x *TxnDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDelete.ProtoReflect.Descriptor instead.
 func (*TxnDelete) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TxnDelete) GetObject() string {
@@ -1396,7 +1809,7 @@ type TxnDeleteRange struct {
 
 func (x *TxnDeleteRange) Reset() {
 	*x = TxnDeleteRange{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[16]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1821,7 @@ func (x *TxnDeleteRange) String() string {
 func (*TxnDeleteRange) ProtoMessage() {}
 
 func (x *TxnDeleteRange) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[16]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1834,7 @@ func (x *TxnDeleteRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDeleteRange.ProtoReflect.Descriptor instead.
 func (*TxnDeleteRange) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TxnDeleteRange) GetObject() string {
@@ -1462,7 +1875,7 @@ type TxnGet struct {
 
 func (x *TxnGet) Reset() {
 	*x = TxnGet{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[17]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1887,7 @@ func (x *TxnGet) String() string {
 func (*TxnGet) ProtoMessage() {}
 
 func (x *TxnGet) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[17]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1900,7 @@ func (x *TxnGet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnGet.ProtoReflect.Descriptor instead.
 func (*TxnGet) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TxnGet) GetObject() string {
@@ -1520,7 +1933,7 @@ type TxnList struct {
 
 func (x *TxnList) Reset() {
 	*x = TxnList{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[18]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1945,7 @@ func (x *TxnList) String() string {
 func (*TxnList) ProtoMessage() {}
 
 func (x *TxnList) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[18]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1958,7 @@ func (x *TxnList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnList.ProtoReflect.Descriptor instead.
 func (*TxnList) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TxnList) GetObject() string {
@@ -1611,7 +2024,7 @@ type StoredKey struct {
 
 func (x *StoredKey) Reset() {
 	*x = StoredKey{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[19]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +2036,7 @@ func (x *StoredKey) String() string {
 func (*StoredKey) ProtoMessage() {}
 
 func (x *StoredKey) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[19]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +2049,7 @@ func (x *StoredKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredKey.ProtoReflect.Descriptor instead.
 func (*StoredKey) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StoredKey) GetKey() string {
@@ -1684,6 +2097,8 @@ type TxnOpResult struct {
 	//	*TxnOpResult_DeleteRange
 	//	*TxnOpResult_Get
 	//	*TxnOpResult_List
+	//	*TxnOpResult_SetAlarm
+	//	*TxnOpResult_DeleteAlarm
 	Result        isTxnOpResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1691,7 +2106,7 @@ type TxnOpResult struct {
 
 func (x *TxnOpResult) Reset() {
 	*x = TxnOpResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[20]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +2118,7 @@ func (x *TxnOpResult) String() string {
 func (*TxnOpResult) ProtoMessage() {}
 
 func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[20]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +2131,7 @@ func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOpResult.ProtoReflect.Descriptor instead.
 func (*TxnOpResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TxnOpResult) GetResult() isTxnOpResult_Result {
@@ -1771,6 +2186,24 @@ func (x *TxnOpResult) GetList() *ListResult {
 	return nil
 }
 
+func (x *TxnOpResult) GetSetAlarm() *AlarmResult {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_SetAlarm); ok {
+			return x.SetAlarm
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetDeleteAlarm() *AlarmResult {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_DeleteAlarm); ok {
+			return x.DeleteAlarm
+		}
+	}
+	return nil
+}
+
 type isTxnOpResult_Result interface {
 	isTxnOpResult_Result()
 }
@@ -1795,6 +2228,14 @@ type TxnOpResult_List struct {
 	List *ListResult `protobuf:"bytes,5,opt,name=list,proto3,oneof"`
 }
 
+type TxnOpResult_SetAlarm struct {
+	SetAlarm *AlarmResult `protobuf:"bytes,6,opt,name=set_alarm,json=setAlarm,proto3,oneof"`
+}
+
+type TxnOpResult_DeleteAlarm struct {
+	DeleteAlarm *AlarmResult `protobuf:"bytes,7,opt,name=delete_alarm,json=deleteAlarm,proto3,oneof"`
+}
+
 func (*TxnOpResult_Put) isTxnOpResult_Result() {}
 
 func (*TxnOpResult_Delete) isTxnOpResult_Result() {}
@@ -1805,6 +2246,10 @@ func (*TxnOpResult_Get) isTxnOpResult_Result() {}
 
 func (*TxnOpResult_List) isTxnOpResult_Result() {}
 
+func (*TxnOpResult_SetAlarm) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_DeleteAlarm) isTxnOpResult_Result() {}
+
 type PutResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Created       bool                   `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
@@ -1814,7 +2259,7 @@ type PutResult struct {
 
 func (x *PutResult) Reset() {
 	*x = PutResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[21]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +2271,7 @@ func (x *PutResult) String() string {
 func (*PutResult) ProtoMessage() {}
 
 func (x *PutResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[21]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +2284,7 @@ func (x *PutResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResult.ProtoReflect.Descriptor instead.
 func (*PutResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PutResult) GetCreated() bool {
@@ -1858,7 +2303,7 @@ type DeleteResult struct {
 
 func (x *DeleteResult) Reset() {
 	*x = DeleteResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[22]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +2315,7 @@ func (x *DeleteResult) String() string {
 func (*DeleteResult) ProtoMessage() {}
 
 func (x *DeleteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[22]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +2328,7 @@ func (x *DeleteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResult.ProtoReflect.Descriptor instead.
 func (*DeleteResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteResult) GetDeleted() uint64 {
@@ -1903,7 +2348,7 @@ type GetResult struct {
 
 func (x *GetResult) Reset() {
 	*x = GetResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[23]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2360,7 @@ func (x *GetResult) String() string {
 func (*GetResult) ProtoMessage() {}
 
 func (x *GetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[23]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2373,7 @@ func (x *GetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResult.ProtoReflect.Descriptor instead.
 func (*GetResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetResult) GetKv() *StoredKey {
@@ -1949,7 +2394,7 @@ type ListResult struct {
 
 func (x *ListResult) Reset() {
 	*x = ListResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[24]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2406,7 @@ func (x *ListResult) String() string {
 func (*ListResult) ProtoMessage() {}
 
 func (x *ListResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[24]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2419,7 @@ func (x *ListResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResult.ProtoReflect.Descriptor instead.
 func (*ListResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListResult) GetKvs() []*StoredKey {
@@ -2002,7 +2447,7 @@ type TxnResult struct {
 
 func (x *TxnResult) Reset() {
 	*x = TxnResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[25]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2459,7 @@ func (x *TxnResult) String() string {
 func (*TxnResult) ProtoMessage() {}
 
 func (x *TxnResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[25]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2472,7 @@ func (x *TxnResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnResult.ProtoReflect.Descriptor instead.
 func (*TxnResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TxnResult) GetSucceeded() bool {
@@ -2057,6 +2502,9 @@ type Result struct {
 	//	*Result_DeleteObject
 	//	*Result_Empty
 	//	*Result_Txn
+	//	*Result_Alarm
+	//	*Result_Alarms
+	//	*Result_Ack
 	Result isResult_Result `protobuf_oneof:"result"`
 	// replayed is set when the command carried a request_id already applied
 	// within its retention window: this is the stored result of that first
@@ -2068,7 +2516,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[26]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2528,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[26]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2541,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Result) GetRevision() uint64 {
@@ -2155,6 +2603,33 @@ func (x *Result) GetTxn() *TxnResult {
 	return nil
 }
 
+func (x *Result) GetAlarm() *AlarmResult {
+	if x != nil {
+		if x, ok := x.Result.(*Result_Alarm); ok {
+			return x.Alarm
+		}
+	}
+	return nil
+}
+
+func (x *Result) GetAlarms() *AlarmsResult {
+	if x != nil {
+		if x, ok := x.Result.(*Result_Alarms); ok {
+			return x.Alarms
+		}
+	}
+	return nil
+}
+
+func (x *Result) GetAck() *AckResult {
+	if x != nil {
+		if x, ok := x.Result.(*Result_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
 func (x *Result) GetReplayed() bool {
 	if x != nil {
 		return x.Replayed
@@ -2186,6 +2661,18 @@ type Result_Txn struct {
 	Txn *TxnResult `protobuf:"bytes,14,opt,name=txn,proto3,oneof"`
 }
 
+type Result_Alarm struct {
+	Alarm *AlarmResult `protobuf:"bytes,15,opt,name=alarm,proto3,oneof"`
+}
+
+type Result_Alarms struct {
+	Alarms *AlarmsResult `protobuf:"bytes,16,opt,name=alarms,proto3,oneof"`
+}
+
+type Result_Ack struct {
+	Ack *AckResult `protobuf:"bytes,17,opt,name=ack,proto3,oneof"`
+}
+
 func (*Result_Namespace) isResult_Result() {}
 
 func (*Result_BatchWrite) isResult_Result() {}
@@ -2195,6 +2682,12 @@ func (*Result_DeleteObject) isResult_Result() {}
 func (*Result_Empty) isResult_Result() {}
 
 func (*Result_Txn) isResult_Result() {}
+
+func (*Result_Alarm) isResult_Result() {}
+
+func (*Result_Alarms) isResult_Result() {}
+
+func (*Result_Ack) isResult_Result() {}
 
 // NamespaceResult answers PutNamespace and DeleteNamespace.
 type NamespaceResult struct {
@@ -2209,7 +2702,7 @@ type NamespaceResult struct {
 
 func (x *NamespaceResult) Reset() {
 	*x = NamespaceResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[27]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2714,7 @@ func (x *NamespaceResult) String() string {
 func (*NamespaceResult) ProtoMessage() {}
 
 func (x *NamespaceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[27]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2727,7 @@ func (x *NamespaceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceResult.ProtoReflect.Descriptor instead.
 func (*NamespaceResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NamespaceResult) GetNamespace() *Namespace {
@@ -2271,7 +2764,7 @@ type BatchWriteResult struct {
 
 func (x *BatchWriteResult) Reset() {
 	*x = BatchWriteResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[28]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2776,7 @@ func (x *BatchWriteResult) String() string {
 func (*BatchWriteResult) ProtoMessage() {}
 
 func (x *BatchWriteResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[28]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2789,7 @@ func (x *BatchWriteResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchWriteResult.ProtoReflect.Descriptor instead.
 func (*BatchWriteResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BatchWriteResult) GetCreated() uint32 {
@@ -2315,16 +2808,18 @@ func (x *BatchWriteResult) GetDeleted() uint32 {
 
 // DeleteObjectResult answers DeleteObject.
 type DeleteObjectResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DeletedKeys   uint64                 `protobuf:"varint,1,opt,name=deleted_keys,json=deletedKeys,proto3" json:"deleted_keys,omitempty"`
-	Existed       bool                   `protobuf:"varint,2,opt,name=existed,proto3" json:"existed,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	DeletedKeys uint64                 `protobuf:"varint,1,opt,name=deleted_keys,json=deletedKeys,proto3" json:"deleted_keys,omitempty"`
+	// existed is set when the object had keys or alarms.
+	Existed       bool   `protobuf:"varint,2,opt,name=existed,proto3" json:"existed,omitempty"`
+	DeletedAlarms uint64 `protobuf:"varint,3,opt,name=deleted_alarms,json=deletedAlarms,proto3" json:"deleted_alarms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteObjectResult) Reset() {
 	*x = DeleteObjectResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[29]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2831,7 @@ func (x *DeleteObjectResult) String() string {
 func (*DeleteObjectResult) ProtoMessage() {}
 
 func (x *DeleteObjectResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[29]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2844,7 @@ func (x *DeleteObjectResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectResult.ProtoReflect.Descriptor instead.
 func (*DeleteObjectResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteObjectResult) GetDeletedKeys() uint64 {
@@ -2366,6 +2861,13 @@ func (x *DeleteObjectResult) GetExisted() bool {
 	return false
 }
 
+func (x *DeleteObjectResult) GetDeletedAlarms() uint64 {
+	if x != nil {
+		return x.DeletedAlarms
+	}
+	return 0
+}
+
 // EmptyResult answers commands with nothing to say.
 type EmptyResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2375,7 +2877,7 @@ type EmptyResult struct {
 
 func (x *EmptyResult) Reset() {
 	*x = EmptyResult{}
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[30]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2387,7 +2889,7 @@ func (x *EmptyResult) String() string {
 func (*EmptyResult) ProtoMessage() {}
 
 func (x *EmptyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[30]
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2400,14 +2902,961 @@ func (x *EmptyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmptyResult.ProtoReflect.Descriptor instead.
 func (*EmptyResult) Descriptor() ([]byte, []int) {
-	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{31}
+}
+
+// AlarmRef names one alarm of an object.
+type AlarmRef struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Object string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	// name is the alarm's name; empty means "default".
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmRef) Reset() {
+	*x = AlarmRef{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmRef) ProtoMessage() {}
+
+func (x *AlarmRef) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmRef.ProtoReflect.Descriptor instead.
+func (*AlarmRef) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AlarmRef) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *AlarmRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// AlarmSpec is what a client sets: an alarm to fire at fire_at_ms, or
+// fire_in_ms after the command's time stamp (exactly one is set).
+type AlarmSpec struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Object string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	// name is the alarm's name; empty means "default".
+	Name     string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	FireAtMs int64  `protobuf:"varint,3,opt,name=fire_at_ms,json=fireAtMs,proto3" json:"fire_at_ms,omitempty"`
+	// fire_in_ms, when set, fires the alarm that long after the proposing
+	// leader's clock (the command's time stamp). Resolved in the FSM, so a
+	// retry with the same request id is the same command.
+	FireInMs *int64 `protobuf:"varint,6,opt,name=fire_in_ms,json=fireInMs,proto3,oneof" json:"fire_in_ms,omitempty"`
+	Payload  []byte `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	// repeat_every_ms, when positive, re-arms the alarm after each
+	// completed delivery at the next fire_at_ms + k * repeat_every_ms after
+	// the log time of the completion.
+	RepeatEveryMs int64 `protobuf:"varint,5,opt,name=repeat_every_ms,json=repeatEveryMs,proto3" json:"repeat_every_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmSpec) Reset() {
+	*x = AlarmSpec{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmSpec) ProtoMessage() {}
+
+func (x *AlarmSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmSpec.ProtoReflect.Descriptor instead.
+func (*AlarmSpec) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AlarmSpec) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *AlarmSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AlarmSpec) GetFireAtMs() int64 {
+	if x != nil {
+		return x.FireAtMs
+	}
+	return 0
+}
+
+func (x *AlarmSpec) GetFireInMs() int64 {
+	if x != nil && x.FireInMs != nil {
+		return *x.FireInMs
+	}
+	return 0
+}
+
+func (x *AlarmSpec) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *AlarmSpec) GetRepeatEveryMs() int64 {
+	if x != nil {
+		return x.RepeatEveryMs
+	}
+	return 0
+}
+
+// AlarmRecord is the stored state of one alarm, in its object's shard
+// bucket under 'a' + lp(ns) + lp(object) + name.
+type AlarmRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FireAtMs      int64                  `protobuf:"varint,1,opt,name=fire_at_ms,json=fireAtMs,proto3" json:"fire_at_ms,omitempty"`
+	Payload       []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	RepeatEveryMs int64                  `protobuf:"varint,3,opt,name=repeat_every_ms,json=repeatEveryMs,proto3" json:"repeat_every_ms,omitempty"`
+	State         AlarmState             `protobuf:"varint,4,opt,name=state,proto3,enum=cairn.raftcmd.v1.AlarmState" json:"state,omitempty"`
+	// attempt is the number of the current (DELIVERING) or last delivery
+	// attempt; 0 before the first.
+	Attempt uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// next_due_ms is when the current or next attempt is due: fire_at_ms
+	// for the first, later for retries.
+	NextDueMs int64 `protobuf:"varint,6,opt,name=next_due_ms,json=nextDueMs,proto3" json:"next_due_ms,omitempty"`
+	// lease_id identifies the current delivery (holder + "@" + the log
+	// index that began it); acks must name it.
+	LeaseId string `protobuf:"bytes,7,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// holder is who holds the lease: "leader:<node>:<term>" for webhook
+	// deliveries, the worker's name for claims.
+	Holder         string `protobuf:"bytes,8,opt,name=holder,proto3" json:"holder,omitempty"`
+	LeaseExpiresMs int64  `protobuf:"varint,9,opt,name=lease_expires_ms,json=leaseExpiresMs,proto3" json:"lease_expires_ms,omitempty"`
+	LastError      string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	CreateRevision uint64 `protobuf:"varint,11,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
+	ModRevision    uint64 `protobuf:"varint,12,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AlarmRecord) Reset() {
+	*x = AlarmRecord{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmRecord) ProtoMessage() {}
+
+func (x *AlarmRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmRecord.ProtoReflect.Descriptor instead.
+func (*AlarmRecord) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *AlarmRecord) GetFireAtMs() int64 {
+	if x != nil {
+		return x.FireAtMs
+	}
+	return 0
+}
+
+func (x *AlarmRecord) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *AlarmRecord) GetRepeatEveryMs() int64 {
+	if x != nil {
+		return x.RepeatEveryMs
+	}
+	return 0
+}
+
+func (x *AlarmRecord) GetState() AlarmState {
+	if x != nil {
+		return x.State
+	}
+	return AlarmState_ALARM_STATE_UNSPECIFIED
+}
+
+func (x *AlarmRecord) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *AlarmRecord) GetNextDueMs() int64 {
+	if x != nil {
+		return x.NextDueMs
+	}
+	return 0
+}
+
+func (x *AlarmRecord) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *AlarmRecord) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *AlarmRecord) GetLeaseExpiresMs() int64 {
+	if x != nil {
+		return x.LeaseExpiresMs
+	}
+	return 0
+}
+
+func (x *AlarmRecord) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *AlarmRecord) GetCreateRevision() uint64 {
+	if x != nil {
+		return x.CreateRevision
+	}
+	return 0
+}
+
+func (x *AlarmRecord) GetModRevision() uint64 {
+	if x != nil {
+		return x.ModRevision
+	}
+	return 0
+}
+
+// StoredAlarm is an alarm as results and queries return it.
+type StoredAlarm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Record        *AlarmRecord           `protobuf:"bytes,3,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredAlarm) Reset() {
+	*x = StoredAlarm{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredAlarm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredAlarm) ProtoMessage() {}
+
+func (x *StoredAlarm) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredAlarm.ProtoReflect.Descriptor instead.
+func (*StoredAlarm) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *StoredAlarm) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *StoredAlarm) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StoredAlarm) GetRecord() *AlarmRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+// SetAlarm creates or replaces an alarm: pending, attempt 0.
+type SetAlarm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Alarm         *AlarmSpec             `protobuf:"bytes,2,opt,name=alarm,proto3" json:"alarm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAlarm) Reset() {
+	*x = SetAlarm{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAlarm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAlarm) ProtoMessage() {}
+
+func (x *SetAlarm) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAlarm.ProtoReflect.Descriptor instead.
+func (*SetAlarm) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SetAlarm) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *SetAlarm) GetAlarm() *AlarmSpec {
+	if x != nil {
+		return x.Alarm
+	}
+	return nil
+}
+
+// DeleteAlarm deletes an alarm.
+type DeleteAlarm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Alarm         *AlarmRef              `protobuf:"bytes,2,opt,name=alarm,proto3" json:"alarm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAlarm) Reset() {
+	*x = DeleteAlarm{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAlarm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAlarm) ProtoMessage() {}
+
+func (x *DeleteAlarm) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAlarm.ProtoReflect.Descriptor instead.
+func (*DeleteAlarm) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *DeleteAlarm) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeleteAlarm) GetAlarm() *AlarmRef {
+	if x != nil {
+		return x.Alarm
+	}
+	return nil
+}
+
+// ClaimAlarms leases up to max pending alarms of a pull namespace whose
+// next_due_ms has come by the command's time stamp, oldest due first.
+type ClaimAlarms struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Max       uint32                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	// lease_ms is how long the holder has to ack; 0 means the namespace's
+	// alarm_lease_ms.
+	LeaseMs       int64  `protobuf:"varint,3,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	Holder        string `protobuf:"bytes,4,opt,name=holder,proto3" json:"holder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimAlarms) Reset() {
+	*x = ClaimAlarms{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimAlarms) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimAlarms) ProtoMessage() {}
+
+func (x *ClaimAlarms) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimAlarms.ProtoReflect.Descriptor instead.
+func (*ClaimAlarms) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ClaimAlarms) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ClaimAlarms) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *ClaimAlarms) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *ClaimAlarms) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+// BeginDelivery leases the named alarms to the leader's scheduler for a
+// webhook delivery; alarms not pending or not yet due by the command's
+// time stamp are left alone.
+type BeginDelivery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Alarms        []*AlarmRef            `protobuf:"bytes,2,rep,name=alarms,proto3" json:"alarms,omitempty"`
+	LeaseMs       int64                  `protobuf:"varint,3,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	Holder        string                 `protobuf:"bytes,4,opt,name=holder,proto3" json:"holder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginDelivery) Reset() {
+	*x = BeginDelivery{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginDelivery) ProtoMessage() {}
+
+func (x *BeginDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginDelivery.ProtoReflect.Descriptor instead.
+func (*BeginDelivery) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *BeginDelivery) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *BeginDelivery) GetAlarms() []*AlarmRef {
+	if x != nil {
+		return x.Alarms
+	}
+	return nil
+}
+
+func (x *BeginDelivery) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *BeginDelivery) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+// AlarmAck ends one lease.
+type AlarmAck struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Object  string                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	LeaseId string                 `protobuf:"bytes,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	Kind    AckKind                `protobuf:"varint,4,opt,name=kind,proto3,enum=cairn.raftcmd.v1.AckKind" json:"kind,omitempty"`
+	// error is the failure of a RETRY.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmAck) Reset() {
+	*x = AlarmAck{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmAck) ProtoMessage() {}
+
+func (x *AlarmAck) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmAck.ProtoReflect.Descriptor instead.
+func (*AlarmAck) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AlarmAck) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *AlarmAck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AlarmAck) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *AlarmAck) GetKind() AckKind {
+	if x != nil {
+		return x.Kind
+	}
+	return AckKind_ACK_KIND_UNSPECIFIED
+}
+
+func (x *AlarmAck) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// AckAlarms applies acks one by one; an ack whose alarm is not delivering
+// under its lease_id is stale and changes nothing. When every ack is
+// stale the command fails (fsm.ErrStaleAck).
+type AckAlarms struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Acks          []*AlarmAck            `protobuf:"bytes,2,rep,name=acks,proto3" json:"acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckAlarms) Reset() {
+	*x = AckAlarms{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckAlarms) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckAlarms) ProtoMessage() {}
+
+func (x *AckAlarms) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckAlarms.ProtoReflect.Descriptor instead.
+func (*AckAlarms) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *AckAlarms) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *AckAlarms) GetAcks() []*AlarmAck {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+// AlarmResult answers SetAlarm and DeleteAlarm, and their txn ops.
+type AlarmResult struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Created bool                   `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	Deleted bool                   `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// alarm is the alarm as set, without its payload.
+	Alarm         *StoredAlarm `protobuf:"bytes,3,opt,name=alarm,proto3" json:"alarm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmResult) Reset() {
+	*x = AlarmResult{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmResult) ProtoMessage() {}
+
+func (x *AlarmResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmResult.ProtoReflect.Descriptor instead.
+func (*AlarmResult) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *AlarmResult) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *AlarmResult) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *AlarmResult) GetAlarm() *StoredAlarm {
+	if x != nil {
+		return x.Alarm
+	}
+	return nil
+}
+
+// AlarmsResult answers ClaimAlarms and BeginDelivery: the alarms leased.
+type AlarmsResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alarms        []*StoredAlarm         `protobuf:"bytes,1,rep,name=alarms,proto3" json:"alarms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmsResult) Reset() {
+	*x = AlarmsResult{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmsResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmsResult) ProtoMessage() {}
+
+func (x *AlarmsResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmsResult.ProtoReflect.Descriptor instead.
+func (*AlarmsResult) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *AlarmsResult) GetAlarms() []*StoredAlarm {
+	if x != nil {
+		return x.Alarms
+	}
+	return nil
+}
+
+type AckOutcome struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status AckStatus              `protobuf:"varint,1,opt,name=status,proto3,enum=cairn.raftcmd.v1.AckStatus" json:"status,omitempty"`
+	// error says why a stale ack was refused.
+	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// alarm is the alarm after the ack, without its payload; unset when
+	// it was deleted or the ack was stale.
+	Alarm         *StoredAlarm `protobuf:"bytes,3,opt,name=alarm,proto3" json:"alarm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckOutcome) Reset() {
+	*x = AckOutcome{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckOutcome) ProtoMessage() {}
+
+func (x *AckOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckOutcome.ProtoReflect.Descriptor instead.
+func (*AckOutcome) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *AckOutcome) GetStatus() AckStatus {
+	if x != nil {
+		return x.Status
+	}
+	return AckStatus_ACK_STATUS_UNSPECIFIED
+}
+
+func (x *AckOutcome) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *AckOutcome) GetAlarm() *StoredAlarm {
+	if x != nil {
+		return x.Alarm
+	}
+	return nil
+}
+
+// AckResult answers AckAlarms, one outcome per ack, in order.
+type AckResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Outcomes      []*AckOutcome          `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckResult) Reset() {
+	*x = AckResult{}
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckResult) ProtoMessage() {}
+
+func (x *AckResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_raftcmd_v1_command_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckResult.ProtoReflect.Descriptor instead.
+func (*AckResult) Descriptor() ([]byte, []int) {
+	return file_cairn_raftcmd_v1_command_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *AckResult) GetOutcomes() []*AckOutcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
 }
 
 var File_cairn_raftcmd_v1_command_proto protoreflect.FileDescriptor
 
 const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecairn/raftcmd/v1/command.proto\x12\x10cairn.raftcmd.v1\"\xeb\x04\n" +
+	"\x1ecairn/raftcmd/v1/command.proto\x12\x10cairn.raftcmd.v1\"\xb6\a\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
@@ -2424,10 +3873,22 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"set_member\x18\x0e \x01(\v2\x1b.cairn.raftcmd.v1.SetMemberH\x00R\tsetMember\x12E\n" +
 	"\rremove_member\x18\x0f \x01(\v2\x1e.cairn.raftcmd.v1.RemoveMemberH\x00R\fremoveMember\x12)\n" +
-	"\x03txn\x18\x10 \x01(\v2\x15.cairn.raftcmd.v1.TxnH\x00R\x03txnB\x04\n" +
-	"\x02op\"=\n" +
+	"\x03txn\x18\x10 \x01(\v2\x15.cairn.raftcmd.v1.TxnH\x00R\x03txn\x129\n" +
+	"\tset_alarm\x18\x11 \x01(\v2\x1a.cairn.raftcmd.v1.SetAlarmH\x00R\bsetAlarm\x12B\n" +
+	"\fdelete_alarm\x18\x12 \x01(\v2\x1d.cairn.raftcmd.v1.DeleteAlarmH\x00R\vdeleteAlarm\x12B\n" +
+	"\fclaim_alarms\x18\x13 \x01(\v2\x1d.cairn.raftcmd.v1.ClaimAlarmsH\x00R\vclaimAlarms\x12H\n" +
+	"\x0ebegin_delivery\x18\x14 \x01(\v2\x1f.cairn.raftcmd.v1.BeginDeliveryH\x00R\rbeginDelivery\x12<\n" +
+	"\n" +
+	"ack_alarms\x18\x15 \x01(\v2\x1b.cairn.raftcmd.v1.AckAlarmsH\x00R\tackAlarmsB\x04\n" +
+	"\x02op\"\xbd\x02\n" +
 	"\x11NamespaceSettings\x12(\n" +
-	"\x10max_object_bytes\x18\x01 \x01(\x04R\x0emaxObjectBytes\"c\n" +
+	"\x10max_object_bytes\x18\x01 \x01(\x04R\x0emaxObjectBytes\x12*\n" +
+	"\x11alarm_webhook_url\x18\x02 \x01(\tR\x0falarmWebhookUrl\x120\n" +
+	"\x14alarm_webhook_secret\x18\x03 \x01(\tR\x12alarmWebhookSecret\x123\n" +
+	"\x16alarm_retry_initial_ms\x18\x04 \x01(\x04R\x13alarmRetryInitialMs\x12/\n" +
+	"\x11alarm_max_retries\x18\x05 \x01(\rH\x00R\x0falarmMaxRetries\x88\x01\x01\x12$\n" +
+	"\x0ealarm_lease_ms\x18\x06 \x01(\x04R\falarmLeaseMsB\x14\n" +
+	"\x12_alarm_max_retries\"c\n" +
 	"\fPutNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12?\n" +
 	"\bsettings\x18\x02 \x01(\v2#.cairn.raftcmd.v1.NamespaceSettingsR\bsettings\";\n" +
@@ -2455,13 +3916,20 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\tSetMember\x120\n" +
 	"\x06member\x18\x01 \x01(\v2\x18.cairn.raftcmd.v1.MemberR\x06member\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xcf\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x86\x02\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12?\n" +
 	"\bsettings\x18\x02 \x01(\v2#.cairn.raftcmd.v1.NamespaceSettingsR\bsettings\x12'\n" +
 	"\x0fcreate_revision\x18\x03 \x01(\x04R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\x04 \x01(\x04R\vmodRevision\x12!\n" +
-	"\fobject_count\x18\x05 \x01(\x04R\vobjectCount\"\xc0\x01\n" +
+	"\fobject_count\x18\x05 \x01(\x04R\vobjectCount\x125\n" +
+	"\x06alarms\x18\x06 \x01(\v2\x1d.cairn.raftcmd.v1.AlarmCountsR\x06alarms\"[\n" +
+	"\vAlarmCounts\x12\x18\n" +
+	"\apending\x18\x01 \x01(\x04R\apending\x12\x1e\n" +
+	"\n" +
+	"delivering\x18\x02 \x01(\x04R\n" +
+	"delivering\x12\x12\n" +
+	"\x04dead\x18\x03 \x01(\x04R\x04dead\"\xc0\x01\n" +
 	"\x03Txn\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x125\n" +
 	"\bcompares\x18\x02 \x03(\v2\x19.cairn.raftcmd.v1.CompareR\bcompares\x121\n" +
@@ -2474,13 +3942,15 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\brelation\x18\x04 \x01(\x0e2\x1a.cairn.raftcmd.v1.RelationR\brelation\x12\x1a\n" +
 	"\brevision\x18\x05 \x01(\x04R\brevision\x12\x14\n" +
 	"\x05value\x18\x06 \x01(\fR\x05value\x12;\n" +
-	"\bencoding\x18\a \x01(\x0e2\x1f.cairn.raftcmd.v1.ValueEncodingR\bencoding\"\x98\x02\n" +
+	"\bencoding\x18\a \x01(\x0e2\x1f.cairn.raftcmd.v1.ValueEncodingR\bencoding\"\x95\x03\n" +
 	"\x05TxnOp\x12,\n" +
 	"\x03put\x18\x01 \x01(\v2\x18.cairn.raftcmd.v1.TxnPutH\x00R\x03put\x125\n" +
 	"\x06delete\x18\x02 \x01(\v2\x1b.cairn.raftcmd.v1.TxnDeleteH\x00R\x06delete\x12E\n" +
 	"\fdelete_range\x18\x03 \x01(\v2 .cairn.raftcmd.v1.TxnDeleteRangeH\x00R\vdeleteRange\x12,\n" +
 	"\x03get\x18\x04 \x01(\v2\x18.cairn.raftcmd.v1.TxnGetH\x00R\x03get\x12/\n" +
-	"\x04list\x18\x05 \x01(\v2\x19.cairn.raftcmd.v1.TxnListH\x00R\x04listB\x04\n" +
+	"\x04list\x18\x05 \x01(\v2\x19.cairn.raftcmd.v1.TxnListH\x00R\x04list\x12:\n" +
+	"\tset_alarm\x18\x06 \x01(\v2\x1b.cairn.raftcmd.v1.AlarmSpecH\x00R\bsetAlarm\x12?\n" +
+	"\fdelete_alarm\x18\a \x01(\v2\x1a.cairn.raftcmd.v1.AlarmRefH\x00R\vdeleteAlarmB\x04\n" +
 	"\x02op\"L\n" +
 	"\x06TxnPut\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\tR\x06object\x12*\n" +
@@ -2509,13 +3979,15 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12;\n" +
 	"\bencoding\x18\x03 \x01(\x0e2\x1f.cairn.raftcmd.v1.ValueEncodingR\bencoding\x12'\n" +
 	"\x0fcreate_revision\x18\x04 \x01(\x04R\x0ecreateRevision\x12!\n" +
-	"\fmod_revision\x18\x05 \x01(\x04R\vmodRevision\"\xac\x02\n" +
+	"\fmod_revision\x18\x05 \x01(\x04R\vmodRevision\"\xae\x03\n" +
 	"\vTxnOpResult\x12/\n" +
 	"\x03put\x18\x01 \x01(\v2\x1b.cairn.raftcmd.v1.PutResultH\x00R\x03put\x128\n" +
 	"\x06delete\x18\x02 \x01(\v2\x1e.cairn.raftcmd.v1.DeleteResultH\x00R\x06delete\x12C\n" +
 	"\fdelete_range\x18\x03 \x01(\v2\x1e.cairn.raftcmd.v1.DeleteResultH\x00R\vdeleteRange\x12/\n" +
 	"\x03get\x18\x04 \x01(\v2\x1b.cairn.raftcmd.v1.GetResultH\x00R\x03get\x122\n" +
-	"\x04list\x18\x05 \x01(\v2\x1c.cairn.raftcmd.v1.ListResultH\x00R\x04listB\b\n" +
+	"\x04list\x18\x05 \x01(\v2\x1c.cairn.raftcmd.v1.ListResultH\x00R\x04list\x12<\n" +
+	"\tset_alarm\x18\x06 \x01(\v2\x1d.cairn.raftcmd.v1.AlarmResultH\x00R\bsetAlarm\x12B\n" +
+	"\fdelete_alarm\x18\a \x01(\v2\x1d.cairn.raftcmd.v1.AlarmResultH\x00R\vdeleteAlarmB\b\n" +
 	"\x06result\"%\n" +
 	"\tPutResult\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\bR\acreated\"(\n" +
@@ -2529,7 +4001,7 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\x04more\x18\x02 \x01(\bR\x04more\"b\n" +
 	"\tTxnResult\x12\x1c\n" +
 	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x127\n" +
-	"\aresults\x18\x02 \x03(\v2\x1d.cairn.raftcmd.v1.TxnOpResultR\aresults\"\x89\x03\n" +
+	"\aresults\x18\x02 \x03(\v2\x1d.cairn.raftcmd.v1.TxnOpResultR\aresults\"\xab\x04\n" +
 	"\x06Result\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12A\n" +
 	"\tnamespace\x18\n" +
@@ -2538,7 +4010,10 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"batchWrite\x12K\n" +
 	"\rdelete_object\x18\f \x01(\v2$.cairn.raftcmd.v1.DeleteObjectResultH\x00R\fdeleteObject\x125\n" +
 	"\x05empty\x18\r \x01(\v2\x1d.cairn.raftcmd.v1.EmptyResultH\x00R\x05empty\x12/\n" +
-	"\x03txn\x18\x0e \x01(\v2\x1b.cairn.raftcmd.v1.TxnResultH\x00R\x03txn\x12\x1a\n" +
+	"\x03txn\x18\x0e \x01(\v2\x1b.cairn.raftcmd.v1.TxnResultH\x00R\x03txn\x125\n" +
+	"\x05alarm\x18\x0f \x01(\v2\x1d.cairn.raftcmd.v1.AlarmResultH\x00R\x05alarm\x128\n" +
+	"\x06alarms\x18\x10 \x01(\v2\x1e.cairn.raftcmd.v1.AlarmsResultH\x00R\x06alarms\x12/\n" +
+	"\x03ack\x18\x11 \x01(\v2\x1b.cairn.raftcmd.v1.AckResultH\x00R\x03ack\x12\x1a\n" +
 	"\breplayed\x18\x02 \x01(\bR\breplayedB\b\n" +
 	"\x06result\"\x8f\x01\n" +
 	"\x0fNamespaceResult\x129\n" +
@@ -2547,11 +4022,83 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\x0fdeleted_objects\x18\x03 \x01(\x04R\x0edeletedObjects\"F\n" +
 	"\x10BatchWriteResult\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\rR\acreated\x12\x18\n" +
-	"\adeleted\x18\x02 \x01(\rR\adeleted\"Q\n" +
+	"\adeleted\x18\x02 \x01(\rR\adeleted\"x\n" +
 	"\x12DeleteObjectResult\x12!\n" +
 	"\fdeleted_keys\x18\x01 \x01(\x04R\vdeletedKeys\x12\x18\n" +
-	"\aexisted\x18\x02 \x01(\bR\aexisted\"\r\n" +
-	"\vEmptyResult*c\n" +
+	"\aexisted\x18\x02 \x01(\bR\aexisted\x12%\n" +
+	"\x0edeleted_alarms\x18\x03 \x01(\x04R\rdeletedAlarms\"\r\n" +
+	"\vEmptyResult\"6\n" +
+	"\bAlarmRef\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xc9\x01\n" +
+	"\tAlarmSpec\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\n" +
+	"fire_at_ms\x18\x03 \x01(\x03R\bfireAtMs\x12!\n" +
+	"\n" +
+	"fire_in_ms\x18\x06 \x01(\x03H\x00R\bfireInMs\x88\x01\x01\x12\x18\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\x12&\n" +
+	"\x0frepeat_every_ms\x18\x05 \x01(\x03R\rrepeatEveryMsB\r\n" +
+	"\v_fire_in_ms\"\xa3\x03\n" +
+	"\vAlarmRecord\x12\x1c\n" +
+	"\n" +
+	"fire_at_ms\x18\x01 \x01(\x03R\bfireAtMs\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\x12&\n" +
+	"\x0frepeat_every_ms\x18\x03 \x01(\x03R\rrepeatEveryMs\x122\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1c.cairn.raftcmd.v1.AlarmStateR\x05state\x12\x18\n" +
+	"\aattempt\x18\x05 \x01(\rR\aattempt\x12\x1e\n" +
+	"\vnext_due_ms\x18\x06 \x01(\x03R\tnextDueMs\x12\x19\n" +
+	"\blease_id\x18\a \x01(\tR\aleaseId\x12\x16\n" +
+	"\x06holder\x18\b \x01(\tR\x06holder\x12(\n" +
+	"\x10lease_expires_ms\x18\t \x01(\x03R\x0eleaseExpiresMs\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\n" +
+	" \x01(\tR\tlastError\x12'\n" +
+	"\x0fcreate_revision\x18\v \x01(\x04R\x0ecreateRevision\x12!\n" +
+	"\fmod_revision\x18\f \x01(\x04R\vmodRevision\"p\n" +
+	"\vStoredAlarm\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
+	"\x06record\x18\x03 \x01(\v2\x1d.cairn.raftcmd.v1.AlarmRecordR\x06record\"[\n" +
+	"\bSetAlarm\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x121\n" +
+	"\x05alarm\x18\x02 \x01(\v2\x1b.cairn.raftcmd.v1.AlarmSpecR\x05alarm\"]\n" +
+	"\vDeleteAlarm\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x120\n" +
+	"\x05alarm\x18\x02 \x01(\v2\x1a.cairn.raftcmd.v1.AlarmRefR\x05alarm\"p\n" +
+	"\vClaimAlarms\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03max\x18\x02 \x01(\rR\x03max\x12\x19\n" +
+	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\x12\x16\n" +
+	"\x06holder\x18\x04 \x01(\tR\x06holder\"\x94\x01\n" +
+	"\rBeginDelivery\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x122\n" +
+	"\x06alarms\x18\x02 \x03(\v2\x1a.cairn.raftcmd.v1.AlarmRefR\x06alarms\x12\x19\n" +
+	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\x12\x16\n" +
+	"\x06holder\x18\x04 \x01(\tR\x06holder\"\x96\x01\n" +
+	"\bAlarmAck\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
+	"\blease_id\x18\x03 \x01(\tR\aleaseId\x12-\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x19.cairn.raftcmd.v1.AckKindR\x04kind\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"Y\n" +
+	"\tAckAlarms\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12.\n" +
+	"\x04acks\x18\x02 \x03(\v2\x1a.cairn.raftcmd.v1.AlarmAckR\x04acks\"v\n" +
+	"\vAlarmResult\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\x123\n" +
+	"\x05alarm\x18\x03 \x01(\v2\x1d.cairn.raftcmd.v1.StoredAlarmR\x05alarm\"E\n" +
+	"\fAlarmsResult\x125\n" +
+	"\x06alarms\x18\x01 \x03(\v2\x1d.cairn.raftcmd.v1.StoredAlarmR\x06alarms\"\x8c\x01\n" +
+	"\n" +
+	"AckOutcome\x123\n" +
+	"\x06status\x18\x01 \x01(\x0e2\x1b.cairn.raftcmd.v1.AckStatusR\x06status\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x123\n" +
+	"\x05alarm\x18\x03 \x01(\v2\x1d.cairn.raftcmd.v1.StoredAlarmR\x05alarm\"E\n" +
+	"\tAckResult\x128\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x1c.cairn.raftcmd.v1.AckOutcomeR\boutcomes*c\n" +
 	"\rValueEncoding\x12\x1e\n" +
 	"\x1aVALUE_ENCODING_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VALUE_ENCODING_BINARY\x10\x01\x12\x17\n" +
@@ -2568,7 +4115,27 @@ const file_cairn_raftcmd_v1_command_proto_rawDesc = "" +
 	"\x0eRELATION_EQUAL\x10\x01\x12\x16\n" +
 	"\x12RELATION_NOT_EQUAL\x10\x02\x12\x11\n" +
 	"\rRELATION_LESS\x10\x03\x12\x14\n" +
-	"\x10RELATION_GREATER\x10\x04B9Z7github.com/cairndb/cairn/api/cairn/raftcmd/v1;raftcmdv1b\x06proto3"
+	"\x10RELATION_GREATER\x10\x04*t\n" +
+	"\n" +
+	"AlarmState\x12\x1b\n" +
+	"\x17ALARM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13ALARM_STATE_PENDING\x10\x01\x12\x1a\n" +
+	"\x16ALARM_STATE_DELIVERING\x10\x02\x12\x14\n" +
+	"\x10ALARM_STATE_DEAD\x10\x03*u\n" +
+	"\aAckKind\x12\x18\n" +
+	"\x14ACK_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rACK_KIND_DONE\x10\x01\x12\x12\n" +
+	"\x0eACK_KIND_RETRY\x10\x02\x12\x14\n" +
+	"\x10ACK_KIND_REQUEUE\x10\x03\x12\x13\n" +
+	"\x0fACK_KIND_EXPIRE\x10\x04*\xbd\x01\n" +
+	"\tAckStatus\x12\x1a\n" +
+	"\x16ACK_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14ACK_STATUS_COMPLETED\x10\x01\x12\x16\n" +
+	"\x12ACK_STATUS_REARMED\x10\x02\x12\x1e\n" +
+	"\x1aACK_STATUS_RETRY_SCHEDULED\x10\x03\x12\x13\n" +
+	"\x0fACK_STATUS_DEAD\x10\x04\x12\x17\n" +
+	"\x13ACK_STATUS_REQUEUED\x10\x05\x12\x14\n" +
+	"\x10ACK_STATUS_STALE\x10\x06B9Z7github.com/cairndb/cairn/api/cairn/raftcmd/v1;raftcmdv1b\x06proto3"
 
 var (
 	file_cairn_raftcmd_v1_command_proto_rawDescOnce sync.Once
@@ -2582,89 +4149,132 @@ func file_cairn_raftcmd_v1_command_proto_rawDescGZIP() []byte {
 	return file_cairn_raftcmd_v1_command_proto_rawDescData
 }
 
-var file_cairn_raftcmd_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_cairn_raftcmd_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_cairn_raftcmd_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_cairn_raftcmd_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_cairn_raftcmd_v1_command_proto_goTypes = []any{
 	(ValueEncoding)(0),         // 0: cairn.raftcmd.v1.ValueEncoding
 	(CompareTarget)(0),         // 1: cairn.raftcmd.v1.CompareTarget
 	(Relation)(0),              // 2: cairn.raftcmd.v1.Relation
-	(*Command)(nil),            // 3: cairn.raftcmd.v1.Command
-	(*NamespaceSettings)(nil),  // 4: cairn.raftcmd.v1.NamespaceSettings
-	(*PutNamespace)(nil),       // 5: cairn.raftcmd.v1.PutNamespace
-	(*DeleteNamespace)(nil),    // 6: cairn.raftcmd.v1.DeleteNamespace
-	(*KeyPut)(nil),             // 7: cairn.raftcmd.v1.KeyPut
-	(*BatchWrite)(nil),         // 8: cairn.raftcmd.v1.BatchWrite
-	(*DeleteObject)(nil),       // 9: cairn.raftcmd.v1.DeleteObject
-	(*Member)(nil),             // 10: cairn.raftcmd.v1.Member
-	(*SetMember)(nil),          // 11: cairn.raftcmd.v1.SetMember
-	(*RemoveMember)(nil),       // 12: cairn.raftcmd.v1.RemoveMember
-	(*Namespace)(nil),          // 13: cairn.raftcmd.v1.Namespace
-	(*Txn)(nil),                // 14: cairn.raftcmd.v1.Txn
-	(*Compare)(nil),            // 15: cairn.raftcmd.v1.Compare
-	(*TxnOp)(nil),              // 16: cairn.raftcmd.v1.TxnOp
-	(*TxnPut)(nil),             // 17: cairn.raftcmd.v1.TxnPut
-	(*TxnDelete)(nil),          // 18: cairn.raftcmd.v1.TxnDelete
-	(*TxnDeleteRange)(nil),     // 19: cairn.raftcmd.v1.TxnDeleteRange
-	(*TxnGet)(nil),             // 20: cairn.raftcmd.v1.TxnGet
-	(*TxnList)(nil),            // 21: cairn.raftcmd.v1.TxnList
-	(*StoredKey)(nil),          // 22: cairn.raftcmd.v1.StoredKey
-	(*TxnOpResult)(nil),        // 23: cairn.raftcmd.v1.TxnOpResult
-	(*PutResult)(nil),          // 24: cairn.raftcmd.v1.PutResult
-	(*DeleteResult)(nil),       // 25: cairn.raftcmd.v1.DeleteResult
-	(*GetResult)(nil),          // 26: cairn.raftcmd.v1.GetResult
-	(*ListResult)(nil),         // 27: cairn.raftcmd.v1.ListResult
-	(*TxnResult)(nil),          // 28: cairn.raftcmd.v1.TxnResult
-	(*Result)(nil),             // 29: cairn.raftcmd.v1.Result
-	(*NamespaceResult)(nil),    // 30: cairn.raftcmd.v1.NamespaceResult
-	(*BatchWriteResult)(nil),   // 31: cairn.raftcmd.v1.BatchWriteResult
-	(*DeleteObjectResult)(nil), // 32: cairn.raftcmd.v1.DeleteObjectResult
-	(*EmptyResult)(nil),        // 33: cairn.raftcmd.v1.EmptyResult
+	(AlarmState)(0),            // 3: cairn.raftcmd.v1.AlarmState
+	(AckKind)(0),               // 4: cairn.raftcmd.v1.AckKind
+	(AckStatus)(0),             // 5: cairn.raftcmd.v1.AckStatus
+	(*Command)(nil),            // 6: cairn.raftcmd.v1.Command
+	(*NamespaceSettings)(nil),  // 7: cairn.raftcmd.v1.NamespaceSettings
+	(*PutNamespace)(nil),       // 8: cairn.raftcmd.v1.PutNamespace
+	(*DeleteNamespace)(nil),    // 9: cairn.raftcmd.v1.DeleteNamespace
+	(*KeyPut)(nil),             // 10: cairn.raftcmd.v1.KeyPut
+	(*BatchWrite)(nil),         // 11: cairn.raftcmd.v1.BatchWrite
+	(*DeleteObject)(nil),       // 12: cairn.raftcmd.v1.DeleteObject
+	(*Member)(nil),             // 13: cairn.raftcmd.v1.Member
+	(*SetMember)(nil),          // 14: cairn.raftcmd.v1.SetMember
+	(*RemoveMember)(nil),       // 15: cairn.raftcmd.v1.RemoveMember
+	(*Namespace)(nil),          // 16: cairn.raftcmd.v1.Namespace
+	(*AlarmCounts)(nil),        // 17: cairn.raftcmd.v1.AlarmCounts
+	(*Txn)(nil),                // 18: cairn.raftcmd.v1.Txn
+	(*Compare)(nil),            // 19: cairn.raftcmd.v1.Compare
+	(*TxnOp)(nil),              // 20: cairn.raftcmd.v1.TxnOp
+	(*TxnPut)(nil),             // 21: cairn.raftcmd.v1.TxnPut
+	(*TxnDelete)(nil),          // 22: cairn.raftcmd.v1.TxnDelete
+	(*TxnDeleteRange)(nil),     // 23: cairn.raftcmd.v1.TxnDeleteRange
+	(*TxnGet)(nil),             // 24: cairn.raftcmd.v1.TxnGet
+	(*TxnList)(nil),            // 25: cairn.raftcmd.v1.TxnList
+	(*StoredKey)(nil),          // 26: cairn.raftcmd.v1.StoredKey
+	(*TxnOpResult)(nil),        // 27: cairn.raftcmd.v1.TxnOpResult
+	(*PutResult)(nil),          // 28: cairn.raftcmd.v1.PutResult
+	(*DeleteResult)(nil),       // 29: cairn.raftcmd.v1.DeleteResult
+	(*GetResult)(nil),          // 30: cairn.raftcmd.v1.GetResult
+	(*ListResult)(nil),         // 31: cairn.raftcmd.v1.ListResult
+	(*TxnResult)(nil),          // 32: cairn.raftcmd.v1.TxnResult
+	(*Result)(nil),             // 33: cairn.raftcmd.v1.Result
+	(*NamespaceResult)(nil),    // 34: cairn.raftcmd.v1.NamespaceResult
+	(*BatchWriteResult)(nil),   // 35: cairn.raftcmd.v1.BatchWriteResult
+	(*DeleteObjectResult)(nil), // 36: cairn.raftcmd.v1.DeleteObjectResult
+	(*EmptyResult)(nil),        // 37: cairn.raftcmd.v1.EmptyResult
+	(*AlarmRef)(nil),           // 38: cairn.raftcmd.v1.AlarmRef
+	(*AlarmSpec)(nil),          // 39: cairn.raftcmd.v1.AlarmSpec
+	(*AlarmRecord)(nil),        // 40: cairn.raftcmd.v1.AlarmRecord
+	(*StoredAlarm)(nil),        // 41: cairn.raftcmd.v1.StoredAlarm
+	(*SetAlarm)(nil),           // 42: cairn.raftcmd.v1.SetAlarm
+	(*DeleteAlarm)(nil),        // 43: cairn.raftcmd.v1.DeleteAlarm
+	(*ClaimAlarms)(nil),        // 44: cairn.raftcmd.v1.ClaimAlarms
+	(*BeginDelivery)(nil),      // 45: cairn.raftcmd.v1.BeginDelivery
+	(*AlarmAck)(nil),           // 46: cairn.raftcmd.v1.AlarmAck
+	(*AckAlarms)(nil),          // 47: cairn.raftcmd.v1.AckAlarms
+	(*AlarmResult)(nil),        // 48: cairn.raftcmd.v1.AlarmResult
+	(*AlarmsResult)(nil),       // 49: cairn.raftcmd.v1.AlarmsResult
+	(*AckOutcome)(nil),         // 50: cairn.raftcmd.v1.AckOutcome
+	(*AckResult)(nil),          // 51: cairn.raftcmd.v1.AckResult
 }
 var file_cairn_raftcmd_v1_command_proto_depIdxs = []int32{
-	5,  // 0: cairn.raftcmd.v1.Command.put_namespace:type_name -> cairn.raftcmd.v1.PutNamespace
-	6,  // 1: cairn.raftcmd.v1.Command.delete_namespace:type_name -> cairn.raftcmd.v1.DeleteNamespace
-	8,  // 2: cairn.raftcmd.v1.Command.batch_write:type_name -> cairn.raftcmd.v1.BatchWrite
-	9,  // 3: cairn.raftcmd.v1.Command.delete_object:type_name -> cairn.raftcmd.v1.DeleteObject
-	11, // 4: cairn.raftcmd.v1.Command.set_member:type_name -> cairn.raftcmd.v1.SetMember
-	12, // 5: cairn.raftcmd.v1.Command.remove_member:type_name -> cairn.raftcmd.v1.RemoveMember
-	14, // 6: cairn.raftcmd.v1.Command.txn:type_name -> cairn.raftcmd.v1.Txn
-	4,  // 7: cairn.raftcmd.v1.PutNamespace.settings:type_name -> cairn.raftcmd.v1.NamespaceSettings
-	0,  // 8: cairn.raftcmd.v1.KeyPut.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
-	7,  // 9: cairn.raftcmd.v1.BatchWrite.puts:type_name -> cairn.raftcmd.v1.KeyPut
-	10, // 10: cairn.raftcmd.v1.SetMember.member:type_name -> cairn.raftcmd.v1.Member
-	4,  // 11: cairn.raftcmd.v1.Namespace.settings:type_name -> cairn.raftcmd.v1.NamespaceSettings
-	15, // 12: cairn.raftcmd.v1.Txn.compares:type_name -> cairn.raftcmd.v1.Compare
-	16, // 13: cairn.raftcmd.v1.Txn.success:type_name -> cairn.raftcmd.v1.TxnOp
-	16, // 14: cairn.raftcmd.v1.Txn.failure:type_name -> cairn.raftcmd.v1.TxnOp
-	1,  // 15: cairn.raftcmd.v1.Compare.target:type_name -> cairn.raftcmd.v1.CompareTarget
-	2,  // 16: cairn.raftcmd.v1.Compare.relation:type_name -> cairn.raftcmd.v1.Relation
-	0,  // 17: cairn.raftcmd.v1.Compare.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
-	17, // 18: cairn.raftcmd.v1.TxnOp.put:type_name -> cairn.raftcmd.v1.TxnPut
-	18, // 19: cairn.raftcmd.v1.TxnOp.delete:type_name -> cairn.raftcmd.v1.TxnDelete
-	19, // 20: cairn.raftcmd.v1.TxnOp.delete_range:type_name -> cairn.raftcmd.v1.TxnDeleteRange
-	20, // 21: cairn.raftcmd.v1.TxnOp.get:type_name -> cairn.raftcmd.v1.TxnGet
-	21, // 22: cairn.raftcmd.v1.TxnOp.list:type_name -> cairn.raftcmd.v1.TxnList
-	7,  // 23: cairn.raftcmd.v1.TxnPut.put:type_name -> cairn.raftcmd.v1.KeyPut
-	0,  // 24: cairn.raftcmd.v1.StoredKey.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
-	24, // 25: cairn.raftcmd.v1.TxnOpResult.put:type_name -> cairn.raftcmd.v1.PutResult
-	25, // 26: cairn.raftcmd.v1.TxnOpResult.delete:type_name -> cairn.raftcmd.v1.DeleteResult
-	25, // 27: cairn.raftcmd.v1.TxnOpResult.delete_range:type_name -> cairn.raftcmd.v1.DeleteResult
-	26, // 28: cairn.raftcmd.v1.TxnOpResult.get:type_name -> cairn.raftcmd.v1.GetResult
-	27, // 29: cairn.raftcmd.v1.TxnOpResult.list:type_name -> cairn.raftcmd.v1.ListResult
-	22, // 30: cairn.raftcmd.v1.GetResult.kv:type_name -> cairn.raftcmd.v1.StoredKey
-	22, // 31: cairn.raftcmd.v1.ListResult.kvs:type_name -> cairn.raftcmd.v1.StoredKey
-	23, // 32: cairn.raftcmd.v1.TxnResult.results:type_name -> cairn.raftcmd.v1.TxnOpResult
-	30, // 33: cairn.raftcmd.v1.Result.namespace:type_name -> cairn.raftcmd.v1.NamespaceResult
-	31, // 34: cairn.raftcmd.v1.Result.batch_write:type_name -> cairn.raftcmd.v1.BatchWriteResult
-	32, // 35: cairn.raftcmd.v1.Result.delete_object:type_name -> cairn.raftcmd.v1.DeleteObjectResult
-	33, // 36: cairn.raftcmd.v1.Result.empty:type_name -> cairn.raftcmd.v1.EmptyResult
-	28, // 37: cairn.raftcmd.v1.Result.txn:type_name -> cairn.raftcmd.v1.TxnResult
-	13, // 38: cairn.raftcmd.v1.NamespaceResult.namespace:type_name -> cairn.raftcmd.v1.Namespace
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	8,  // 0: cairn.raftcmd.v1.Command.put_namespace:type_name -> cairn.raftcmd.v1.PutNamespace
+	9,  // 1: cairn.raftcmd.v1.Command.delete_namespace:type_name -> cairn.raftcmd.v1.DeleteNamespace
+	11, // 2: cairn.raftcmd.v1.Command.batch_write:type_name -> cairn.raftcmd.v1.BatchWrite
+	12, // 3: cairn.raftcmd.v1.Command.delete_object:type_name -> cairn.raftcmd.v1.DeleteObject
+	14, // 4: cairn.raftcmd.v1.Command.set_member:type_name -> cairn.raftcmd.v1.SetMember
+	15, // 5: cairn.raftcmd.v1.Command.remove_member:type_name -> cairn.raftcmd.v1.RemoveMember
+	18, // 6: cairn.raftcmd.v1.Command.txn:type_name -> cairn.raftcmd.v1.Txn
+	42, // 7: cairn.raftcmd.v1.Command.set_alarm:type_name -> cairn.raftcmd.v1.SetAlarm
+	43, // 8: cairn.raftcmd.v1.Command.delete_alarm:type_name -> cairn.raftcmd.v1.DeleteAlarm
+	44, // 9: cairn.raftcmd.v1.Command.claim_alarms:type_name -> cairn.raftcmd.v1.ClaimAlarms
+	45, // 10: cairn.raftcmd.v1.Command.begin_delivery:type_name -> cairn.raftcmd.v1.BeginDelivery
+	47, // 11: cairn.raftcmd.v1.Command.ack_alarms:type_name -> cairn.raftcmd.v1.AckAlarms
+	7,  // 12: cairn.raftcmd.v1.PutNamespace.settings:type_name -> cairn.raftcmd.v1.NamespaceSettings
+	0,  // 13: cairn.raftcmd.v1.KeyPut.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
+	10, // 14: cairn.raftcmd.v1.BatchWrite.puts:type_name -> cairn.raftcmd.v1.KeyPut
+	13, // 15: cairn.raftcmd.v1.SetMember.member:type_name -> cairn.raftcmd.v1.Member
+	7,  // 16: cairn.raftcmd.v1.Namespace.settings:type_name -> cairn.raftcmd.v1.NamespaceSettings
+	17, // 17: cairn.raftcmd.v1.Namespace.alarms:type_name -> cairn.raftcmd.v1.AlarmCounts
+	19, // 18: cairn.raftcmd.v1.Txn.compares:type_name -> cairn.raftcmd.v1.Compare
+	20, // 19: cairn.raftcmd.v1.Txn.success:type_name -> cairn.raftcmd.v1.TxnOp
+	20, // 20: cairn.raftcmd.v1.Txn.failure:type_name -> cairn.raftcmd.v1.TxnOp
+	1,  // 21: cairn.raftcmd.v1.Compare.target:type_name -> cairn.raftcmd.v1.CompareTarget
+	2,  // 22: cairn.raftcmd.v1.Compare.relation:type_name -> cairn.raftcmd.v1.Relation
+	0,  // 23: cairn.raftcmd.v1.Compare.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
+	21, // 24: cairn.raftcmd.v1.TxnOp.put:type_name -> cairn.raftcmd.v1.TxnPut
+	22, // 25: cairn.raftcmd.v1.TxnOp.delete:type_name -> cairn.raftcmd.v1.TxnDelete
+	23, // 26: cairn.raftcmd.v1.TxnOp.delete_range:type_name -> cairn.raftcmd.v1.TxnDeleteRange
+	24, // 27: cairn.raftcmd.v1.TxnOp.get:type_name -> cairn.raftcmd.v1.TxnGet
+	25, // 28: cairn.raftcmd.v1.TxnOp.list:type_name -> cairn.raftcmd.v1.TxnList
+	39, // 29: cairn.raftcmd.v1.TxnOp.set_alarm:type_name -> cairn.raftcmd.v1.AlarmSpec
+	38, // 30: cairn.raftcmd.v1.TxnOp.delete_alarm:type_name -> cairn.raftcmd.v1.AlarmRef
+	10, // 31: cairn.raftcmd.v1.TxnPut.put:type_name -> cairn.raftcmd.v1.KeyPut
+	0,  // 32: cairn.raftcmd.v1.StoredKey.encoding:type_name -> cairn.raftcmd.v1.ValueEncoding
+	28, // 33: cairn.raftcmd.v1.TxnOpResult.put:type_name -> cairn.raftcmd.v1.PutResult
+	29, // 34: cairn.raftcmd.v1.TxnOpResult.delete:type_name -> cairn.raftcmd.v1.DeleteResult
+	29, // 35: cairn.raftcmd.v1.TxnOpResult.delete_range:type_name -> cairn.raftcmd.v1.DeleteResult
+	30, // 36: cairn.raftcmd.v1.TxnOpResult.get:type_name -> cairn.raftcmd.v1.GetResult
+	31, // 37: cairn.raftcmd.v1.TxnOpResult.list:type_name -> cairn.raftcmd.v1.ListResult
+	48, // 38: cairn.raftcmd.v1.TxnOpResult.set_alarm:type_name -> cairn.raftcmd.v1.AlarmResult
+	48, // 39: cairn.raftcmd.v1.TxnOpResult.delete_alarm:type_name -> cairn.raftcmd.v1.AlarmResult
+	26, // 40: cairn.raftcmd.v1.GetResult.kv:type_name -> cairn.raftcmd.v1.StoredKey
+	26, // 41: cairn.raftcmd.v1.ListResult.kvs:type_name -> cairn.raftcmd.v1.StoredKey
+	27, // 42: cairn.raftcmd.v1.TxnResult.results:type_name -> cairn.raftcmd.v1.TxnOpResult
+	34, // 43: cairn.raftcmd.v1.Result.namespace:type_name -> cairn.raftcmd.v1.NamespaceResult
+	35, // 44: cairn.raftcmd.v1.Result.batch_write:type_name -> cairn.raftcmd.v1.BatchWriteResult
+	36, // 45: cairn.raftcmd.v1.Result.delete_object:type_name -> cairn.raftcmd.v1.DeleteObjectResult
+	37, // 46: cairn.raftcmd.v1.Result.empty:type_name -> cairn.raftcmd.v1.EmptyResult
+	32, // 47: cairn.raftcmd.v1.Result.txn:type_name -> cairn.raftcmd.v1.TxnResult
+	48, // 48: cairn.raftcmd.v1.Result.alarm:type_name -> cairn.raftcmd.v1.AlarmResult
+	49, // 49: cairn.raftcmd.v1.Result.alarms:type_name -> cairn.raftcmd.v1.AlarmsResult
+	51, // 50: cairn.raftcmd.v1.Result.ack:type_name -> cairn.raftcmd.v1.AckResult
+	16, // 51: cairn.raftcmd.v1.NamespaceResult.namespace:type_name -> cairn.raftcmd.v1.Namespace
+	3,  // 52: cairn.raftcmd.v1.AlarmRecord.state:type_name -> cairn.raftcmd.v1.AlarmState
+	40, // 53: cairn.raftcmd.v1.StoredAlarm.record:type_name -> cairn.raftcmd.v1.AlarmRecord
+	39, // 54: cairn.raftcmd.v1.SetAlarm.alarm:type_name -> cairn.raftcmd.v1.AlarmSpec
+	38, // 55: cairn.raftcmd.v1.DeleteAlarm.alarm:type_name -> cairn.raftcmd.v1.AlarmRef
+	38, // 56: cairn.raftcmd.v1.BeginDelivery.alarms:type_name -> cairn.raftcmd.v1.AlarmRef
+	4,  // 57: cairn.raftcmd.v1.AlarmAck.kind:type_name -> cairn.raftcmd.v1.AckKind
+	46, // 58: cairn.raftcmd.v1.AckAlarms.acks:type_name -> cairn.raftcmd.v1.AlarmAck
+	41, // 59: cairn.raftcmd.v1.AlarmResult.alarm:type_name -> cairn.raftcmd.v1.StoredAlarm
+	41, // 60: cairn.raftcmd.v1.AlarmsResult.alarms:type_name -> cairn.raftcmd.v1.StoredAlarm
+	5,  // 61: cairn.raftcmd.v1.AckOutcome.status:type_name -> cairn.raftcmd.v1.AckStatus
+	41, // 62: cairn.raftcmd.v1.AckOutcome.alarm:type_name -> cairn.raftcmd.v1.StoredAlarm
+	50, // 63: cairn.raftcmd.v1.AckResult.outcomes:type_name -> cairn.raftcmd.v1.AckOutcome
+	64, // [64:64] is the sub-list for method output_type
+	64, // [64:64] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_cairn_raftcmd_v1_command_proto_init() }
@@ -2680,35 +4290,49 @@ func file_cairn_raftcmd_v1_command_proto_init() {
 		(*Command_SetMember)(nil),
 		(*Command_RemoveMember)(nil),
 		(*Command_Txn)(nil),
+		(*Command_SetAlarm)(nil),
+		(*Command_DeleteAlarm)(nil),
+		(*Command_ClaimAlarms)(nil),
+		(*Command_BeginDelivery)(nil),
+		(*Command_AckAlarms)(nil),
 	}
-	file_cairn_raftcmd_v1_command_proto_msgTypes[13].OneofWrappers = []any{
+	file_cairn_raftcmd_v1_command_proto_msgTypes[1].OneofWrappers = []any{}
+	file_cairn_raftcmd_v1_command_proto_msgTypes[14].OneofWrappers = []any{
 		(*TxnOp_Put)(nil),
 		(*TxnOp_Delete)(nil),
 		(*TxnOp_DeleteRange)(nil),
 		(*TxnOp_Get)(nil),
 		(*TxnOp_List)(nil),
+		(*TxnOp_SetAlarm)(nil),
+		(*TxnOp_DeleteAlarm)(nil),
 	}
-	file_cairn_raftcmd_v1_command_proto_msgTypes[20].OneofWrappers = []any{
+	file_cairn_raftcmd_v1_command_proto_msgTypes[21].OneofWrappers = []any{
 		(*TxnOpResult_Put)(nil),
 		(*TxnOpResult_Delete)(nil),
 		(*TxnOpResult_DeleteRange)(nil),
 		(*TxnOpResult_Get)(nil),
 		(*TxnOpResult_List)(nil),
+		(*TxnOpResult_SetAlarm)(nil),
+		(*TxnOpResult_DeleteAlarm)(nil),
 	}
-	file_cairn_raftcmd_v1_command_proto_msgTypes[26].OneofWrappers = []any{
+	file_cairn_raftcmd_v1_command_proto_msgTypes[27].OneofWrappers = []any{
 		(*Result_Namespace)(nil),
 		(*Result_BatchWrite)(nil),
 		(*Result_DeleteObject)(nil),
 		(*Result_Empty)(nil),
 		(*Result_Txn)(nil),
+		(*Result_Alarm)(nil),
+		(*Result_Alarms)(nil),
+		(*Result_Ack)(nil),
 	}
+	file_cairn_raftcmd_v1_command_proto_msgTypes[33].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_raftcmd_v1_command_proto_rawDesc), len(file_cairn_raftcmd_v1_command_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   31,
+			NumEnums:      6,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
