@@ -22,7 +22,13 @@ func newDevCmd() *cobra.Command {
 
 Data lives under --data-dir (./cairn-data by default) and survives restarts:
 run it again and the cluster comes back with its data. Node i serves REST on
---http-port+i-1, gRPC on --grpc-port+i-1 and Raft on --raft-port+i-1.`,
+--http-port+i-1, gRPC on --grpc-port+i-1 and Raft on --raft-port+i-1.
+
+Authentication is on: the first run writes an HMAC secret to
+<data-dir>/auth-secret, and every run prints an admin token signed with it
+(tokens stay valid across restarts; mint others with cairn token issue).
+The nodes talk to each other over mutual TLS with a CA kept in
+<data-dir>/tls; the client API stays plain HTTP and gRPC on --host.`,
 		Example: `  cairn dev
   cairn dev --data-dir /tmp/cairn --http-port 8301 --grpc-port 8401 --raft-port 8501`,
 		Args: cobra.NoArgs,
@@ -55,6 +61,14 @@ func runDev(out io.Writer, dataDir, host, logLevel string, httpPort, grpcPort, r
 			ID: fmt.Sprintf("n%d", i+1), Address: fmt.Sprintf("%s:%d", host, raftPort+i), Voter: true,
 		})
 	}
+	var ids []string
+	for _, s := range initial {
+		ids = append(ids, s.ID)
+	}
+	sec, err := prepareDevSecurity(dataDir, host, ids)
+	if err != nil {
+		return err
+	}
 	var nodes []*server.RunningNode
 	defer func() {
 		for _, rn := range nodes {
@@ -64,10 +78,12 @@ func runDev(out io.Writer, dataDir, host, logLevel string, httpPort, grpcPort, r
 	for i := 0; i < n; i++ {
 		rc := raftnode.DefaultConfig()
 		rc.ID, rc.BindAddr, rc.LogLevel = initial[i].ID, initial[i].Address, logLevel
+		rc.TLS = sec.nodeTLS[rc.ID]
 		sc := server.DefaultConfig()
 		sc.GRPCAddr = fmt.Sprintf("%s:%d", host, grpcPort+i)
 		sc.HTTPAddr = fmt.Sprintf("%s:%d", host, httpPort+i)
 		sc.Logger = logger.With("node", rc.ID)
+		sc.Auth = sec.authConfig()
 		rn, err := server.StartNode(server.NodeConfig{
 			Dir: filepath.Join(dataDir, rc.ID), Raft: rc, Server: sc, InitialCluster: initial,
 		})
@@ -80,7 +96,8 @@ func runDev(out io.Writer, dataDir, host, logLevel string, httpPort, grpcPort, r
 		return err
 	}
 	abs, _ := filepath.Abs(dataDir)
-	fmt.Fprintf(out, "cairn dev: %d nodes on %s, data in %s (kept across restarts)\n\n", n, host, abs)
+	fmt.Fprintf(out, "cairn dev: %d nodes on %s, data in %s (kept across restarts)\n", n, host, abs)
+	fmt.Fprintf(out, "auth on (HMAC secret in %s), mutual TLS between the nodes (CA in %s)\n\n", sec.secretFile, sec.tlsDir)
 	for _, rn := range nodes {
 		role := "follower"
 		if rn.Node.IsLeader() {
@@ -90,14 +107,18 @@ func runDev(out io.Writer, dataDir, host, logLevel string, httpPort, grpcPort, r
 	}
 	h1, h2, h3 := nodes[0].Server.HTTPAddr(), nodes[1].Server.HTTPAddr(), nodes[2].Server.HTTPAddr()
 	fmt.Fprintf(out, `
+An admin token, valid for %d days (mint others with: cairn token issue --auth-secret-file %s --role viewer --namespaces demo):
+
+  export CAIRN_TOKEN=%s
+
 Try it (any node answers; followers forward writes to the leader):
 
-  curl -X PUT http://%s/v1/namespaces/demo -d '{}'
-  curl -X PUT http://%s/v1/namespaces/demo/objects/room-1/keys/greeting -d '{"value": {"text": "hello"}}'
-  curl http://%s/v1/namespaces/demo/objects/room-1/keys/greeting
+  curl -H "Authorization: Bearer $CAIRN_TOKEN" -X PUT http://%s/v1/namespaces/demo -d '{}'
+  curl -H "Authorization: Bearer $CAIRN_TOKEN" -X PUT http://%s/v1/namespaces/demo/objects/room-1/keys/greeting -d '{"value": {"text": "hello"}}'
+  curl -H "Authorization: Bearer $CAIRN_TOKEN" http://%s/v1/namespaces/demo/objects/room-1/keys/greeting
 
 Press Ctrl-C to stop.
-`, h1, h2, h3)
+`, int(devTokenTTL.Hours()/24), sec.secretFile, sec.adminToken, h1, h2, h3)
 	waitForSignal()
 	fmt.Fprintln(out, "stopping")
 	return nil

@@ -31,6 +31,10 @@ import (
 // instead of hanging it.
 var e2eClient = &http.Client{Timeout: 20 * time.Second}
 
+// e2eTokens holds the bearer token rest sends to a host:port (for
+// clusters with authentication on, like cairn dev's).
+var e2eTokens sync.Map
+
 // e2eNode is one `cairn serve` process and the flags it was started with,
 // so that it can be started again the same way.
 type e2eNode struct {
@@ -57,7 +61,7 @@ func newE2ENode(t *testing.T, id string, raftPort, grpcPort, httpPort int, extra
 	n.args = append([]string{
 		"serve", "--id", id, "--data-dir", filepath.Join(n.dir, "data"),
 		"--raft-addr", n.raft, "--grpc-addr", n.grpc, "--http-addr", n.httpAddr,
-		"--log-level", "warn",
+		"--log-level", "warn", "--insecure-no-auth",
 	}, extra...)
 	return n
 }
@@ -136,6 +140,9 @@ func rest(method, u string, body any) (int, []byte, error) {
 	}
 	if r != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if tok, ok := e2eTokens.Load(req.URL.Host); ok {
+		req.Header.Set("Authorization", "Bearer "+tok.(string))
 	}
 	resp, err := e2eClient.Do(req)
 	if err != nil {
@@ -848,7 +855,8 @@ func TestServeFlagErrors(t *testing.T) {
 			[]string{"--initial-cluster", `"n9"`}},
 		{"bootstrap and join", []string{"--id", "n1", "--data-dir", "d", "--bootstrap", "--join", "127.0.0.1:1"},
 			[]string{"--bootstrap", "--join"}},
-		{"bad log level", []string{"--id", "n1", "--data-dir", "d", "--log-level", "loud"}, []string{"--log-level"}},
+		{"bad log level", []string{"--id", "n1", "--data-dir", "d", "--log-level", "loud", "--insecure-no-auth"}, []string{"--log-level"}},
+		{"no authentication", []string{"--id", "n1", "--data-dir", "d"}, []string{"--insecure-no-auth", "--auth-secret-file"}},
 	}
 	work := t.TempDir()
 	for _, c := range refused {
@@ -882,7 +890,7 @@ func TestServeFlagErrors(t *testing.T) {
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "env-data")
 	n := &e2eNode{id: "envnode", dir: dir, raft: addrs[1], grpc: addrs[3], httpAddr: addrs[5]}
-	n.env = []string{"CAIRN_ID=envnode", "CAIRN_DATA_DIR=" + dataDir, "CAIRN_LOG_LEVEL=warn"}
+	n.env = []string{"CAIRN_ID=envnode", "CAIRN_DATA_DIR=" + dataDir, "CAIRN_LOG_LEVEL=warn", "CAIRN_INSECURE_NO_AUTH=true"}
 	n.args = append(append([]string{"serve"}, addrs...), "--bootstrap")
 	n.start(t)
 	waitAllReady(t, 30*time.Second, n)
@@ -950,6 +958,20 @@ func TestDevRestartKeepsData(t *testing.T) {
 	})
 	if out := dev.out.String(); !strings.Contains(out, base(0)) || !strings.Contains(out, base(2)) {
 		t.Fatalf("cairn dev does not print its REST addresses %s..%s:\n%s", base(0), base(2), out)
+	}
+	// dev has authentication on: send the admin token it printed, this
+	// one also after the restart (the secret is kept in the data dir).
+	tok := regexp.MustCompile(`export CAIRN_TOKEN=(\S+)`).FindStringSubmatch(dev.out.String())
+	if tok == nil {
+		t.Fatalf("cairn dev printed no admin token:\n%s", dev.out.String())
+	}
+	if status, body, err := rest(http.MethodGet, base(0)+"/v1/namespaces", nil); err != nil || status != http.StatusUnauthorized {
+		t.Fatalf("cairn dev answered a call without a token: %d %s %v", status, body, err)
+	}
+	for i := 0; i < 3; i++ {
+		host := strings.TrimPrefix(base(i), "http://")
+		e2eTokens.Store(host, tok[1])
+		t.Cleanup(func() { e2eTokens.Delete(host) })
 	}
 	mustREST(t, http.MethodPut, nsURL(base(0), "dev"), map[string]any{}, nil)
 	w := e2eKV{"room/ü 1", "msgs/0001 ✓", json.RawMessage(`{"text": "kept across restarts"}`)}

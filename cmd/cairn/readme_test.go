@@ -86,12 +86,20 @@ func TestREADMEExamples(t *testing.T) {
 	waitFor(t, 60*time.Second, "cairn dev to print its addresses", func() bool {
 		return strings.Contains(dev.out.String(), "Press Ctrl-C")
 	})
+	// The examples send the admin token dev printed, as the README says.
+	tok := regexp.MustCompile(`export CAIRN_TOKEN=(\S+)`).FindStringSubmatch(dev.out.String())
+	if tok == nil {
+		t.Fatalf("cairn dev printed no admin token:\n%s", dev.out.String())
+	}
+	env := append(os.Environ(), "CAIRN_TOKEN="+tok[1])
 	for _, c := range cmds {
 		if strings.Contains(c.cmd, ":watch") {
 			// A watch streams until stopped: run it briefly; it must have
 			// opened (its first message says created).
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			out, _ := exec.CommandContext(ctx, "bash", "-c", c.cmd).CombinedOutput()
+			watch := exec.CommandContext(ctx, "bash", "-c", c.cmd)
+			watch.Env = env
+			out, _ := watch.CombinedOutput()
 			cancel()
 			if !strings.Contains(string(out), `"created":true`) && !strings.Contains(string(out), `"created": true`) {
 				t.Errorf("README.md:%d: %s\nthe watch did not open:\n%s", c.line, c.cmd, out)
@@ -100,7 +108,9 @@ func TestREADMEExamples(t *testing.T) {
 		}
 		// Append the status after the body; pipelines keep their meaning.
 		shell := strings.Replace(c.cmd, "curl -s ", "curl -s -w '\\nHTTP-STATUS:%{http_code}\\n' ", 1)
-		out, err := exec.Command("bash", "-o", "pipefail", "-c", shell).CombinedOutput()
+		sh := exec.Command("bash", "-o", "pipefail", "-c", shell)
+		sh.Env = env
+		out, err := sh.CombinedOutput()
 		if err != nil {
 			t.Errorf("README.md:%d: %s\nexit: %v\n%s", c.line, c.cmd, err, out)
 			continue

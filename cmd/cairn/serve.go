@@ -24,6 +24,7 @@ type serveFlags struct {
 	maxValueBytes                int
 	corsOrigins                  []string
 	logLevel                     string
+	sec                          securityFlags // security.go
 }
 
 func newServeCmd() *cobra.Command {
@@ -38,7 +39,15 @@ or with --bootstrap on one node and --join on the others. A node that
 already has state ignores all three and rejoins its cluster.
 
 Every flag may also come from the environment as CAIRN_<FLAG>, for example
-CAIRN_DATA_DIR for --data-dir.`,
+CAIRN_DATA_DIR for --data-dir.
+
+Every API call needs a bearer token (see cairn token issue) once
+authentication is configured with --auth-secret-file (or CAIRN_AUTH_SECRET),
+--auth-public-key-file or --auth-jwks-file; without any of them the node
+refuses to start unless --insecure-no-auth is given. --cluster-ca,
+--cluster-cert and --cluster-key put Raft and forwarding between nodes on
+mutual TLS; --tls-cert and --tls-key put the client API on TLS (see cairn
+certs). SIGHUP re-reads the public key and JWKS files.`,
 		Example: `  cairn serve --id n1 --data-dir /var/lib/cairn --raft-addr 10.0.0.1:7500 \
     --grpc-addr 10.0.0.1:7400 --http-addr 10.0.0.1:7300 \
     --initial-cluster n1=10.0.0.1:7500,n2=10.0.0.2:7500,n3=10.0.0.3:7500
@@ -68,6 +77,7 @@ CAIRN_DATA_DIR for --data-dir.`,
 	fl.IntVar(&f.maxValueBytes, "max-value-bytes", 1<<20, "largest value one key may hold")
 	fl.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "browser origin allowed to call the REST API cross-origin (repeatable; * for any)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.sec.register(fl)
 	return cmd
 }
 
@@ -128,6 +138,11 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	sc.GRPCAddr, sc.HTTPAddr = f.grpcAddr, f.httpAddr
 	sc.AdvertiseGRPCAddr, sc.AdvertiseHTTPAddr = f.grpcAdvertise, f.httpAdvertise
 	sc.MaxValueBytes = f.maxValueBytes
+	sec, err := f.sec.resolve(len(f.join) > 0)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	rc.TLS, sc.Auth, sc.TLS = sec.raftTLS, sec.auth, sec.serverTLS
 	sc.CORSOrigins = f.corsOrigins
 	if err := sc.Validate(); err != nil {
 		errs = append(errs, err)
@@ -143,6 +158,7 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	return server.NodeConfig{
 		Dir: f.dataDir, Raft: rc, Server: sc,
 		InitialCluster: initial, Bootstrap: f.bootstrap, Join: f.join,
+		JoinToken: sec.joinToken, JoinTLS: sec.joinTLS,
 	}, nil
 }
 
@@ -157,6 +173,9 @@ func runServe(f serveFlags) error {
 	}
 	log := cfg.Server.Logger
 	log.Info("cairn node serving", "id", f.id, "raft", rn.Node.RaftAddr(), "grpc", rn.Server.GRPCAddr(), "http", rn.Server.HTTPAddr())
+	warnInsecure(log, security{auth: cfg.Server.Auth, raftTLS: cfg.Raft.TLS})
+	stopReload := reloadKeysOnHUP(log, rn.Server)
+	defer stopReload()
 	waitForSignal()
 	log.Info("shutting down")
 	rn.Stop()
