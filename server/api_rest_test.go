@@ -403,9 +403,30 @@ func testProbes(t *testing.T, c *testCluster) {
 			t.Errorf("%s /metrics: HTTP %d, %d bytes without the cairn metrics", n.id, code, len(body))
 		}
 	}
-	// The applied index the metric reports is the node's.
+	// The applied index the metric reports is the node's; the shard
+	// metrics add up to the objects the node holds.
 	n := c.leader(t)
+	mustPutNamespace(t, n, "probes")
+	mustPutKey(t, n, "probes", "o", "k", 1)
 	_, body := restCall(t, n, http.MethodGet, "/metrics", "")
+	stats, err := n.FSM.ShardStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objects, metricObjects float64
+	for _, s := range stats {
+		objects += float64(s.Objects)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "cairn_shard_objects{") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			metricObjects += v
+		}
+	}
+	if objects == 0 || metricObjects != objects {
+		t.Errorf("cairn_shard_objects add up to %v, the FSM holds %v objects", metricObjects, objects)
+	}
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, "cairn_raft_applied_index "); ok {
 			got, err := strconv.ParseFloat(v, 64)

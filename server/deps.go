@@ -45,6 +45,12 @@ type State interface {
 	List(ns, object string, r fsm.Range) ([]fsm.KeyValue, bool, error)
 	Object(ns, object string) (fsm.ObjectInfo, error)
 	Objects(ns, prefix, after string, limit int) ([]fsm.ObjectInfo, bool, error)
+	ShardStats() ([]fsm.ShardStat, error)
+	Alarm(ns, object, name string) (*raftcmdv1.StoredAlarm, error)
+	Alarms(ns string, filter fsm.AlarmFilter, limit, scan int) (fsm.AlarmPage, error)
+	DueAlarms(ns string, nowMs int64, limit int) (pending, expired []*raftcmdv1.StoredAlarm, err error)
+	LeasedAlarms(ns string, limit int) ([]*raftcmdv1.StoredAlarm, error)
+	NextAlarmDue(ns string) (int64, bool)
 }
 
 // Deps are the server's collaborators.

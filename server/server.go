@@ -37,6 +37,8 @@ type Server struct {
 	selfConn                     *grpc.ClientConn // to this node's own gRPC API
 	http                         *http.Server
 	metrics                      *metrics
+	alarmMetrics                 *alarmMetrics
+	alarmClient                  *http.Client // webhook deliveries
 
 	verifier *auth.Verifier    // nil: no authentication
 	tls      *tls.Config       // the client API's; nil: plain text
@@ -76,12 +78,16 @@ func (s *Server) Start() error {
 	s.secureListeners()
 	s.gwLis = newGatewayListener()
 	s.metrics = newMetrics(s.node)
+	s.metrics.reg.MustRegister(shardCollector{state: s.state})
+	s.alarmMetrics = newAlarmMetrics(s.metrics.reg, s.state)
+	s.alarmClient = newWebhookClient(s.cfg.AlarmConcurrency)
 
 	s.grpc = s.newGRPCServers()
 	cairnv1.RegisterNamespaceServiceServer(s.grpc, &namespaceService{s: s})
 	cairnv1.RegisterObjectServiceServer(s.grpc, &objectService{s: s})
 	cairnv1.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
 	cairnv1.RegisterWatchServiceServer(s.grpc, &watchService{s: s})
+	cairnv1.RegisterAlarmServiceServer(s.grpc, &alarmService{s: s})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -118,6 +124,11 @@ func (s *Server) Start() error {
 	go func() {
 		defer s.wg.Done()
 		s.publishSelf(ctx)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.runAlarmScheduler(ctx) // delivers alarms while this node leads
 	}()
 	return nil
 }
