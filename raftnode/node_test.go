@@ -244,10 +244,8 @@ func TestConfigValidateReportsEverythingAtOnce(t *testing.T) {
 // three-node group.
 func TestApplyReadIndexWaitApplied(t *testing.T) {
 	g := mustStartGroup(t, 3)
-	leader := g.leader(t)
-
 	res := mustApply(t, g, putNamespace("ns"))
-	leader = g.leader(t)
+	leader := g.leader(t)
 	if res.Revision == 0 || res.GetNamespace().GetNamespace().GetName() != "ns" || !res.GetNamespace().Created {
 		t.Fatalf("Apply(PutNamespace) = %v", res)
 	}

@@ -49,16 +49,15 @@ func (c HistoryConfig) withDefaults() HistoryConfig {
 type WatchHub struct {
 	cfg HistoryConfig
 
-	mu       sync.RWMutex
-	sets     []retained // oldest first
-	bytes    int        // bytes held by sets
-	total    int        // bytes ever appended: sets[i].cum - sets[i].size is what came before it
-	oldest   uint64     // history is complete from this revision on
-	current  uint64     // the applied index
-	epoch    uint64     // moves on restore and on close: streams must end
-	notify   chan struct{}
-	closed   bool
-	watchers int
+	mu      sync.RWMutex
+	sets    []retained // oldest first
+	bytes   int        // bytes held by sets
+	total   int        // bytes ever appended: sets[i].cum - sets[i].size is what came before it
+	oldest  uint64     // history is complete from this revision on
+	current uint64     // the applied index
+	epoch   uint64     // moves on restore and on close: streams must end
+	notify  chan struct{}
+	closed  bool
 }
 
 type retained struct {
