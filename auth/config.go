@@ -58,6 +58,11 @@ const (
 	maxKeyFileBytes = 1 << 20
 )
 
+// DefaultConfig returns the settings that have a recommended value
+// (Leeway: DefaultLeeway) and no key: add an HMAC secret, a public key
+// file or a JWKS file to enable it.
+func DefaultConfig() Config { return Config{Leeway: DefaultLeeway} }
+
 // hmacAlgorithms are the HMAC algorithms this package knows.
 var hmacAlgorithms = []string{"HS256", "HS384", "HS512"}
 

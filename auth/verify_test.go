@@ -179,8 +179,11 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want ErrConfig", c, err)
 		}
 	}
-	if (Config{}).Enabled() {
-		t.Error("the zero Config is enabled")
+	if (Config{}).Enabled() || DefaultConfig().Enabled() {
+		t.Error("a Config without keys is enabled")
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
 	if _, err := NewVerifier(Config{}); !errors.Is(err, ErrConfig) {
 		t.Errorf("NewVerifier(zero) = %v", err)

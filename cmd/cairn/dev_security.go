@@ -91,5 +91,7 @@ func prepareDevSecurity(dataDir, host string, ids []string) (*devSecurity, error
 
 // authConfig is the nodes' token configuration.
 func (d *devSecurity) authConfig() auth.Config {
-	return auth.Config{HMACSecret: d.secret, Leeway: auth.DefaultLeeway}
+	cfg := auth.DefaultConfig()
+	cfg.HMACSecret = d.secret
+	return cfg
 }
