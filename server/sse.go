@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -154,6 +155,9 @@ func sseRequest(r *http.Request) (*cairnv1.WatchRequest, error) {
 func writeHTTPError(w http.ResponseWriter, err error) {
 	st := status.Convert(err)
 	b, _ := sseJSON.Marshal(st.Proto())
+	if st.Code() == codes.Unauthenticated {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(httpStatusFromCode(st))
 	_, _ = w.Write(append(b, '\n'))

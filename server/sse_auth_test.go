@@ -50,8 +50,15 @@ func TestWatchSSEAuth(t *testing.T) {
 		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
 		return resp.StatusCode, line
 	}
-	if code, body := open("", ""); code != http.StatusUnauthorized {
+	if code, body := open("", ""); code != http.StatusUnauthorized || !strings.Contains(body, "token") {
 		t.Fatalf("no token: HTTP %d %s", code, body)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+f.Server.HTTPAddr()+"/v1/namespaces/sec/objects/o:watch", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.Header.Get("WWW-Authenticate") != "Bearer" {
+		t.Fatalf("no token: %v, WWW-Authenticate %q", err, resp.Header.Get("WWW-Authenticate"))
+	} else {
+		resp.Body.Close()
 	}
 	if code, body := open(tokenFor(t, "viewer", "sec"), ""); code != http.StatusOK || !strings.Contains(body, "created") {
 		t.Fatalf("access_token of a viewer of the namespace: HTTP %d %q", code, body)

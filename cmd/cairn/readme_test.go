@@ -84,6 +84,11 @@ func TestREADMEExamples(t *testing.T) {
 	dir := t.TempDir()
 	dev := startCairn(t, dir, "dev")
 	waitFor(t, 60*time.Second, "cairn dev to print its addresses", func() bool {
+		select {
+		case <-dev.done:
+			t.Fatalf("cairn dev exited before it was ready (are its ports 7301-7503 taken?):\n%s", dev.out.String())
+		default:
+		}
 		return strings.Contains(dev.out.String(), "Press Ctrl-C")
 	})
 	// The examples send the admin token dev printed, as the README says.
