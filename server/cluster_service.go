@@ -106,6 +106,14 @@ func (c *clusterService) RemoveMember(ctx context.Context, req *cairnv1.RemoveMe
 	if conn != nil {
 		return cairnv1.NewClusterServiceClient(conn).RemoveMember(ctx, req)
 	}
+	if req.Id == c.s.node.ID() {
+		// Removing the leader: hand leadership over first, so the cluster
+		// never waits out an election, then let the new leader remove it.
+		if err := c.s.handOverLeadership(ctx); err != nil {
+			return nil, err
+		}
+		return c.RemoveMember(ctx, req)
+	}
 	if err := c.s.node.RemoveServer(ctx, req.Id); err != nil {
 		return nil, err
 	}
@@ -137,6 +145,26 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *cairnv1.Tr
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// handOverLeadership transfers leadership to another voter and waits until
+// this node has learnt of the new leader.
+func (s *Server) handOverLeadership(ctx context.Context) error {
+	if err := s.node.TransferLeadership(""); err != nil {
+		return err
+	}
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		if id, _ := s.node.Leader(); id != "" && id != s.node.ID() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-tick.C:
 		}
 	}

@@ -476,3 +476,28 @@ func TestGracefulShutdownHandsOverLeadership(t *testing.T) {
 	})
 	mustPutKey(t, leader, "gs", "o", "k", 1)
 }
+
+// TestRemoveLeaderHandsOverFirst: removing the leader moves leadership to
+// another voter first; the remaining members keep serving writes.
+func TestRemoveLeaderHandsOverFirst(t *testing.T) {
+	c := mustStartCluster(t, 3, clusterOptions{})
+	l := c.leader(t)
+	f := c.followers(t)[0]
+	mustPutNamespace(t, f, "rl")
+	if _, err := f.cluster().RemoveMember(testCtx(t), &cairnv1.RemoveMemberRequest{Id: l.id}); err != nil {
+		t.Fatalf("RemoveMember(leader %s) via %s: %v", l.id, f.id, err)
+	}
+	resp, err := f.cluster().GetCluster(testCtx(t), &cairnv1.GetClusterRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Members) != 2 || resp.LeaderId == l.id || resp.LeaderId == "" {
+		t.Fatalf("after removing the leader: leader %q, members %v", resp.LeaderId, resp.Members)
+	}
+	for _, m := range resp.Members {
+		if m.Id == l.id {
+			t.Fatalf("removed leader %s is still a member", l.id)
+		}
+	}
+	mustPutKey(t, f, "rl", "o", "k", 1)
+}
