@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/cairndb/cairn/raftnode"
 	"github.com/cairndb/cairn/server"
@@ -23,6 +25,8 @@ type serveFlags struct {
 	join                         []string
 	maxValueBytes                int
 	corsOrigins                  []string
+	historyRevisions             int
+	historyBytes                 int
 	logLevel                     string
 	sec                          securityFlags // security.go
 }
@@ -76,6 +80,8 @@ certs). SIGHUP re-reads the public key and JWKS files.`,
 	fl.StringSliceVar(&f.join, "join", nil, "join the cluster through a member's gRPC or http:// address (repeatable)")
 	fl.IntVar(&f.maxValueBytes, "max-value-bytes", 1<<20, "largest value one key may hold")
 	fl.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "browser origin allowed to call the REST API cross-origin (repeatable; * for any)")
+	fl.IntVar(&f.historyRevisions, "watch-history-revisions", 10000, "revisions of change history kept for watches to resume from")
+	fl.IntVar(&f.historyBytes, "watch-history-bytes", 64<<20, "bytes of change history kept for watches to resume from")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.sec.register(fl)
 	return cmd
@@ -158,6 +164,7 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	return server.NodeConfig{
 		Dir: f.dataDir, Raft: rc, Server: sc,
 		InitialCluster: initial, Bootstrap: f.bootstrap, Join: f.join,
+		History:   server.HistoryConfig{MaxRevisions: f.historyRevisions, MaxBytes: f.historyBytes},
 		JoinToken: sec.joinToken, JoinTLS: sec.joinTLS,
 	}, nil
 }
@@ -176,9 +183,21 @@ func runServe(f serveFlags) error {
 	warnInsecure(log, security{auth: cfg.Server.Auth, raftTLS: cfg.Raft.TLS})
 	stopReload := reloadKeysOnHUP(log, rn.Server)
 	defer stopReload()
-	waitForSignal()
-	log.Info("shutting down")
-	rn.Stop()
+	// SIGINT or SIGTERM drains: leadership handed over, requests in flight
+	// finished (up to 30 s), watch streams ended with a revision to resume
+	// from. A second signal exits at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	<-sigs
+	log.Info("shutting down gracefully; a second signal exits at once")
+	go func() {
+		<-sigs
+		log.Warn("second signal: exiting now")
+		os.Exit(1)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rn.Shutdown(ctx)
 	return nil
 }
 
