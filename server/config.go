@@ -63,6 +63,16 @@ type Config struct {
 	HTTPReadTimeout time.Duration
 	HTTPIdleTimeout time.Duration
 
+	// AlarmConcurrency bounds the webhook deliveries the leader makes at
+	// once, over all namespaces; 0 means 64. AlarmNamespaceConcurrency
+	// bounds those of one namespace, so that one slow endpoint cannot hold
+	// every slot; 0 means 32.
+	AlarmConcurrency          int
+	AlarmNamespaceConcurrency int
+	// AlarmPollInterval is how often the leader's scheduler looks for due
+	// alarms (it also wakes when an alarm is written); 0 means 20 ms.
+	AlarmPollInterval time.Duration
+
 	// CORSOrigins are the browser origins the REST API answers
 	// cross-origin requests from ("*" for any); empty means none.
 	CORSOrigins []string
@@ -99,6 +109,10 @@ func DefaultConfig() Config {
 		MaxHeaderBytes:       64 << 10,
 		HTTPReadTimeout:      60 * time.Second,
 		HTTPIdleTimeout:      120 * time.Second,
+
+		AlarmConcurrency:          64,
+		AlarmNamespaceConcurrency: 32,
+		AlarmPollInterval:         20 * time.Millisecond,
 	}
 }
 
@@ -137,6 +151,15 @@ func (c Config) withDefaults() Config {
 	if c.HTTPIdleTimeout == 0 {
 		c.HTTPIdleTimeout = d.HTTPIdleTimeout
 	}
+	if c.AlarmConcurrency == 0 {
+		c.AlarmConcurrency = d.AlarmConcurrency
+	}
+	if c.AlarmNamespaceConcurrency == 0 {
+		c.AlarmNamespaceConcurrency = d.AlarmNamespaceConcurrency
+	}
+	if c.AlarmPollInterval == 0 {
+		c.AlarmPollInterval = d.AlarmPollInterval
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -163,6 +186,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaderWait < 0 || c.RequestTimeout < 0 || c.RequestRetention < 0 || c.HTTPReadTimeout < 0 || c.HTTPIdleTimeout < 0 {
 		errs = append(errs, errors.New("server: durations must not be negative"))
+	}
+	if c.AlarmConcurrency < 0 || c.AlarmNamespaceConcurrency < 0 || c.AlarmPollInterval < 0 {
+		errs = append(errs, errors.New("server: alarm concurrency and poll interval must not be negative"))
 	}
 	if c.MaxHeaderBytes < 0 {
 		errs = append(errs, errors.New("server: MaxHeaderBytes must not be negative"))

@@ -70,17 +70,18 @@ func toAPIKeyValue(kv fsm.KeyValue, keysOnly bool) (*cairnv1.KeyValue, error) {
 func toAPINamespace(ns *raftcmdv1.Namespace) *cairnv1.Namespace {
 	return &cairnv1.Namespace{
 		Name:           ns.GetName(),
-		Settings:       &cairnv1.NamespaceSettings{MaxObjectBytes: ns.GetSettings().GetMaxObjectBytes()},
+		Settings:       &cairnv1.NamespaceSettings{MaxObjectBytes: ns.GetSettings().GetMaxObjectBytes(), Alarms: toAPIAlarmSettings(ns.GetSettings())},
 		CreateRevision: ns.GetCreateRevision(),
 		ModRevision:    ns.GetModRevision(),
 		ObjectCount:    ns.GetObjectCount(),
+		Alarms:         toAPIAlarmCounts(ns.GetAlarms()),
 	}
 }
 
 func toAPIObject(o fsm.ObjectInfo) *cairnv1.ObjectInfo {
 	return &cairnv1.ObjectInfo{
 		Name: o.Name, Revision: o.Revision, CreateRevision: o.CreateRevision,
-		KeyCount: o.Keys, Bytes: o.Bytes, Shard: uint32(o.Shard),
+		KeyCount: o.Keys, Bytes: o.Bytes, Shard: uint32(o.Shard), AlarmCount: o.Alarms,
 	}
 }
 

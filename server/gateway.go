@@ -47,6 +47,7 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 		cairnv1.RegisterObjectServiceHandlerFromEndpoint,
 		cairnv1.RegisterClusterServiceHandlerFromEndpoint,
 		cairnv1.RegisterWatchServiceHandlerFromEndpoint,
+		cairnv1.RegisterAlarmServiceHandlerFromEndpoint,
 	} {
 		if err := register(ctx, gw, self, opts); err != nil {
 			return nil, fmt.Errorf("server: gateway: %w", err)

@@ -16,11 +16,12 @@ func (n *namespaceService) PutNamespace(ctx context.Context, req *cairnv1.PutNam
 	if err := checkNamespace(req.Namespace); err != nil {
 		return nil, err
 	}
+	settings := &raftcmdv1.NamespaceSettings{MaxObjectBytes: req.GetSettings().GetMaxObjectBytes()}
+	if err := alarmSettingsToLog(req.GetSettings().GetAlarms(), settings); err != nil {
+		return nil, err
+	}
 	res, err := n.s.propose(ctx, &raftcmdv1.Command{RequestId: req.RequestId, Op: &raftcmdv1.Command_PutNamespace{
-		PutNamespace: &raftcmdv1.PutNamespace{
-			Name:     req.Namespace,
-			Settings: &raftcmdv1.NamespaceSettings{MaxObjectBytes: req.GetSettings().GetMaxObjectBytes()},
-		},
+		PutNamespace: &raftcmdv1.PutNamespace{Name: req.Namespace, Settings: settings},
 	}})
 	if err != nil {
 		return nil, err

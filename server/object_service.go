@@ -280,7 +280,8 @@ func (o *objectService) DeleteObject(ctx context.Context, req *cairnv1.DeleteObj
 	if err != nil {
 		return nil, err
 	}
-	return &cairnv1.DeleteObjectResponse{Header: o.s.writeHeader(res), DeletedKeys: res.GetDeleteObject().GetDeletedKeys()}, nil
+	d := res.GetDeleteObject()
+	return &cairnv1.DeleteObjectResponse{Header: o.s.writeHeader(res), DeletedKeys: d.GetDeletedKeys(), DeletedAlarms: d.GetDeletedAlarms()}, nil
 }
 
 func (o *objectService) ListObjects(ctx context.Context, req *cairnv1.ListObjectsRequest) (*cairnv1.ListObjectsResponse, error) {

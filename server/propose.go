@@ -30,7 +30,9 @@ func (s *Server) propose(ctx context.Context, cmd *raftcmdv1.Command) (*raftcmdv
 	if len(cmd.RequestId) > fsm.MaxRequestIDBytes {
 		return nil, invalidf("request_id is %d bytes, limit is %d", len(cmd.RequestId), fsm.MaxRequestIDBytes)
 	}
-	if cmd.RequestId != "" {
+	if cmd.RequestId != "" && cmd.RequestRetentionMs == 0 {
+		// The server's own commands (alarm deliveries) may ask for a
+		// shorter window; a client's never sets one.
 		cmd.RequestRetentionMs = s.cfg.RequestRetention.Milliseconds()
 	}
 	retryUntil := time.Now().Add(s.cfg.LeaderWait)

@@ -187,8 +187,24 @@ func (s *Server) txnOp(field string, op *cairnv1.TxnOp) (*raftcmdv1.TxnOp, int, 
 		out = &raftcmdv1.TxnOp{Op: &raftcmdv1.TxnOp_List{List: &raftcmdv1.TxnList{
 			Object: object, Prefix: l.Prefix, Start: l.Start, End: l.End, Limit: uint32(limit), Reverse: l.Reverse, KeysOnly: l.KeysOnly,
 		}}}
+	case *cairnv1.TxnOp_SetAlarm:
+		a := o.SetAlarm
+		object = a.Object
+		spec, err := alarmSpec(field+".set_alarm", a.Object, a.Name, a.GetFireAt(), a.GetFireIn(), a.Payload, a.RepeatEvery)
+		if err != nil {
+			return nil, 0, err
+		}
+		n = len(a.Name) + len(a.Payload)
+		out = &raftcmdv1.TxnOp{Op: &raftcmdv1.TxnOp_SetAlarm{SetAlarm: spec}}
+	case *cairnv1.TxnOp_DeleteAlarm:
+		object = o.DeleteAlarm.Object
+		name := fsm.AlarmName(o.DeleteAlarm.Name)
+		if err := fsm.ValidateAlarmName(field+".delete_alarm.name", name); err != nil {
+			return nil, 0, err
+		}
+		out = &raftcmdv1.TxnOp{Op: &raftcmdv1.TxnOp_DeleteAlarm{DeleteAlarm: &raftcmdv1.AlarmRef{Object: object, Name: name}}}
 	default:
-		return nil, 0, invalidf("%s: one of put, delete, delete_range, get or list is required", field)
+		return nil, 0, invalidf("%s: one of put, delete, delete_range, get, list, set_alarm or delete_alarm is required", field)
 	}
 	if err := fsm.ValidateObjectName(object); err != nil {
 		return nil, 0, invalidf("%s.%s", field, userMessage(err))
@@ -238,6 +254,10 @@ func toAPITxnResponse(h *cairnv1.ResponseHeader, res *raftcmdv1.Result) (*cairnv
 				l.Kvs = append(l.Kvs, kv)
 			}
 			or = &cairnv1.TxnOpResult{Result: &cairnv1.TxnOpResult_List{List: l}}
+		case *raftcmdv1.TxnOpResult_SetAlarm:
+			or = &cairnv1.TxnOpResult{Result: &cairnv1.TxnOpResult_SetAlarm{SetAlarm: &cairnv1.SetAlarmOpResult{Created: x.SetAlarm.GetCreated()}}}
+		case *raftcmdv1.TxnOpResult_DeleteAlarm:
+			or = &cairnv1.TxnOpResult{Result: &cairnv1.TxnOpResult_DeleteAlarm{DeleteAlarm: &cairnv1.DeleteAlarmOpResult{Deleted: x.DeleteAlarm.GetDeleted()}}}
 		default:
 			return nil, fmt.Errorf("server: unknown txn op result %T", x)
 		}

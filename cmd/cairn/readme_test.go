@@ -74,8 +74,10 @@ func readmeCommands(t *testing.T) []readmeCommand {
 // curl example of the README against it, in order: each must exit 0 and
 // answer the HTTP status its comment promises (200 otherwise).
 func TestREADMEExamples(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Fatal("the README examples need curl on PATH")
+	for _, tool := range []string{"curl", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the README examples need %s on PATH", tool)
+		}
 	}
 	cmds := readmeCommands(t)
 	if len(cmds) < 20 {
