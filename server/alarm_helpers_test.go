@@ -85,6 +85,7 @@ type hookServer struct {
 	*httptest.Server
 	respond func(d delivery, nth int) int
 	latency time.Duration
+	body    []byte // answered instead of "status <code>" when set
 
 	mu    sync.Mutex
 	got   []delivery
@@ -122,6 +123,10 @@ func (h *hookServer) serve(w http.ResponseWriter, r *http.Request) {
 	h.got = append(h.got, d)
 	h.mu.Unlock()
 	w.WriteHeader(d.status)
+	if h.body != nil {
+		_, _ = w.Write(h.body)
+		return
+	}
 	_, _ = fmt.Fprintf(w, "status %d", d.status)
 }
 

@@ -434,12 +434,33 @@ func (st *alarmStint) propose(cmd *raftcmdv1.Command) (*raftcmdv1.Result, error)
 	}
 	cmd.RequestId, cmd.RequestRetentionMs = id, internalRequestRetention.Milliseconds()
 	for {
-		res, err := st.s.node.Apply(st.ctx, cmd)
+		res, err := st.apply(cmd)
 		if !errors.Is(err, raftnode.ErrLeadershipLost) && !errors.Is(err, raftnode.ErrTimeout) {
 			return res, err
 		}
 		if !st.s.node.IsLeader() || !sleepCtx(st.ctx, pollInterval) {
 			return nil, err
 		}
+	}
+}
+
+// apply is Node.Apply, given up when the stint ends: Raft does not
+// cancel an append, and a stopping node must not wait for a commit that
+// may never come (the outcome is unknown; the next leader sorts it out).
+func (st *alarmStint) apply(cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
+	type outcome struct {
+		res *raftcmdv1.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := st.s.node.Apply(st.ctx, cmd)
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		return o.res, o.err
+	case <-st.ctx.Done():
+		return nil, st.ctx.Err()
 	}
 }

@@ -318,13 +318,15 @@ func ackStatus(s raftcmdv1.AckStatus) cairnv1.AlarmAckStatus {
 	return cairnv1.AlarmAckStatus_ALARM_ACK_STATUS_UNSPECIFIED
 }
 
-// truncate cuts s to at most n bytes, on a rune boundary.
+// truncate makes s valid UTF-8 (a log entry's strings must be) and cuts
+// it to at most n bytes, on a rune boundary.
 func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
 	}
 	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
+	for len(s) > 0 && !utf8.ValidString(s) { // only the last rune can be cut
 		s = s[:len(s)-1]
 	}
 	return s

@@ -222,6 +222,7 @@ func TestAlarmWebhookDead(t *testing.T) {
 		}
 		return http.StatusServiceUnavailable
 	})
+	h.body = []byte("down \xff\xfe for maintenance") // not UTF-8: the recorded error must still be
 	f := c.followers(t)[0]
 	mustAlarmNamespace(t, f, "dead", webhookSettings(h, "s", 50*time.Millisecond, 2))
 	if _, err := f.alarms().SetAlarm(testCtx(t), &cairnv1.SetAlarmRequest{Namespace: "dead", Object: "o", Name: "a",
@@ -238,7 +239,7 @@ func TestAlarmWebhookDead(t *testing.T) {
 		return false
 	})
 	a := dead["alarms"].([]any)[0].(map[string]any)
-	if a["object"] != "o" || a["attempt"] != float64(3) || !strings.Contains(a["last_error"].(string), "HTTP 503") || a["state"] != "ALARM_STATE_DEAD" {
+	if a["object"] != "o" || a["attempt"] != float64(3) || a["last_error"] != "HTTP 503: down \uFFFD for maintenance" || a["state"] != "ALARM_STATE_DEAD" {
 		t.Fatalf("dead alarm: %v", a)
 	}
 	if counts := dead["counts"].(map[string]any); counts["dead"] != "1" || counts["pending"] != "0" {
