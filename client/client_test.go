@@ -198,3 +198,55 @@ func TestWatchResumes(t *testing.T) {
 		t.Fatalf("watcher delivered %v, want %v", got, want)
 	}
 }
+
+// TestAlarms: set, read, list, claim (pull delivery), ack and delete
+// alarms through the client.
+func TestAlarms(t *testing.T) {
+	cl := mustCluster(t)
+	c := mustClient(t, cl.endpoints())
+	ctx := context.Background()
+	if _, err := c.PutNamespace(ctx, "jobs", nil); err != nil { // no webhook: pull delivery
+		t.Fatal(err)
+	}
+	if _, err := c.SetAlarm(ctx, "jobs", "later", client.AlarmSpec{FireIn: time.Hour, Payload: []byte("p")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SetAlarm(ctx, "jobs", "now", client.AlarmSpec{Name: "go", FireAt: time.Now().Add(-time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.Alarm(ctx, "jobs", "later", "")
+	if err != nil || a.Name != "default" || string(a.Payload) != "p" {
+		t.Fatalf("Alarm: %v %v", a, err)
+	}
+	n := 0
+	for a, err := range c.Alarms(ctx, "jobs", client.AlarmFilter{State: "pending"}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		_ = a
+	}
+	if n != 2 {
+		t.Fatalf("%d pending alarms, want 2", n)
+	}
+	var claimed []*cairnv1.Alarm
+	deadline := time.Now().Add(10 * time.Second)
+	for len(claimed) == 0 && time.Now().Before(deadline) {
+		if claimed, err = c.ClaimAlarms(ctx, "jobs", "worker-1", 10, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(claimed) != 1 || claimed[0].Object != "now" {
+		t.Fatalf("claimed %v, want the due alarm only", claimed)
+	}
+	resp, err := c.AckAlarms(ctx, "jobs", []*cairnv1.AlarmAck{{Object: "now", Name: "go", LeaseId: claimed[0].LeaseId, Result: &cairnv1.AlarmAck_Done{Done: true}}})
+	if err != nil || resp.Results[0].Status != cairnv1.AlarmAckStatus_ALARM_ACK_STATUS_COMPLETED {
+		t.Fatalf("AckAlarms: %v %v", resp, err)
+	}
+	if _, err := c.Alarm(ctx, "jobs", "now", "go"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("a completed alarm: %v, want ErrNotFound", err)
+	}
+	if deleted, err := c.DeleteAlarm(ctx, "jobs", "later", ""); err != nil || !deleted {
+		t.Fatalf("DeleteAlarm: %v %v", deleted, err)
+	}
+}

@@ -104,6 +104,18 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("second txn should take the failure branch: %v", txnOut)
 	}
 
+	contains(run("alarm", "set", "chat", "room-1", "--in", "1h", "--payload", "wake"), "PENDING", "default")
+	contains(run("alarm", "set", "chat", "room-1", "poll", "--at", "2099-01-01T00:00:00Z", "--every", "1h"), "poll", "2099-01-01", "1h0m0s")
+	var alarm map[string]any
+	jsonLine(run("alarm", "get", "chat", "room-1", "poll", "-o", "json"), &alarm)
+	if alarm["name"] != "poll" || alarm["state"] != "ALARM_STATE_PENDING" {
+		t.Fatalf("alarm get json: %v", alarm)
+	}
+	contains(run("alarm", "list", "chat", "--state", "pending"), "default", "poll")
+	contains(run("alarm", "del", "chat", "room-1"), "true")
+	fail("not found", "alarm", "get", "chat", "room-1")
+	fail("--at", "alarm", "set", "chat", "room-1", "--at", "tomorrow")
+
 	contains(run("obj", "list", "chat"), "room-1", "room 2/é", "SHARD")
 	var obj map[string]any
 	jsonLine(run("obj", "info", "chat", "room-1", "-o", "json"), &obj)
@@ -134,7 +146,7 @@ func TestCLI(t *testing.T) {
 	fail("--output", "ns", "list", "-o", "yaml")
 	fail("arg", "kv", "get", "chat")
 	for _, c := range []string{"kv put", "kv get", "kv del", "kv list", "kv txn", "ns create", "ns list", "ns info", "ns delete",
-		"obj list", "obj info", "obj delete", "watch", "cluster status", "cluster add", "cluster remove", "cluster transfer-leader"} {
+		"obj list", "obj info", "obj delete", "alarm set", "alarm get", "alarm del", "alarm list", "watch", "cluster status", "cluster add", "cluster remove", "cluster transfer-leader"} {
 		help := run(append(strings.Fields(c), "--help")...)
 		if !strings.Contains(help, "Examples:") {
 			t.Errorf("cairn %s --help has no example", c)
