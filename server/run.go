@@ -51,6 +51,9 @@ type NodeConfig struct {
 	Join []string
 	// JoinTimeout bounds the attempts to join. 0 means 60 s.
 	JoinTimeout time.Duration
+	// JoinAsNonvoter joins as a non-voting member (a read replica) that
+	// AddMember without nonvoter can later promote.
+	JoinAsNonvoter bool
 	// JoinToken is the bearer token sent with the join request (it needs
 	// the admin role). Empty sends none, which suits a cluster without
 	// authentication.
@@ -177,6 +180,7 @@ func (rn *RunningNode) join(cfg NodeConfig) error {
 	req := &cairnv1.AddMemberRequest{
 		Id: rn.Node.ID(), RaftAddr: rn.Node.RaftAddr(),
 		GrpcAddr: rn.Server.GRPCAddr(), HttpAddr: rn.Server.HTTPAddr(),
+		Nonvoter: cfg.JoinAsNonvoter,
 	}
 	deadline := time.Now().Add(timeout)
 	var errs []error
@@ -235,7 +239,7 @@ func joinVia(addr string, req *cairnv1.AddMemberRequest, token string, tlsCfg *t
 
 func joinREST(ctx context.Context, base string, req *cairnv1.AddMemberRequest, token string, tlsCfg *tls.Config) error {
 	body, err := json.Marshal(map[string]any{
-		"id": req.Id, "raft_addr": req.RaftAddr, "grpc_addr": req.GrpcAddr, "http_addr": req.HttpAddr,
+		"id": req.Id, "raft_addr": req.RaftAddr, "grpc_addr": req.GrpcAddr, "http_addr": req.HttpAddr, "nonvoter": req.Nonvoter,
 	})
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ type serveFlags struct {
 	maxValueBytes                int
 	corsOrigins                  []string
 	historyRevisions             int
+	joinAsNonvoter               bool
 	historyBytes                 int
 	logLevel                     string
 	sec                          securityFlags // security.go
@@ -80,6 +81,7 @@ certs). SIGHUP re-reads the public key and JWKS files.`,
 	fl.StringSliceVar(&f.join, "join", nil, "join the cluster through a member's gRPC or http:// address (repeatable)")
 	fl.IntVar(&f.maxValueBytes, "max-value-bytes", 1<<20, "largest value one key may hold")
 	fl.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "browser origin allowed to call the REST API cross-origin (repeatable; * for any)")
+	fl.BoolVar(&f.joinAsNonvoter, "join-as-nonvoter", false, "with --join: join as a non-voting member (a read replica) to promote later")
 	fl.IntVar(&f.historyRevisions, "watch-history-revisions", 10000, "revisions of change history kept for watches to resume from")
 	fl.IntVar(&f.historyBytes, "watch-history-bytes", 64<<20, "bytes of change history kept for watches to resume from")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -164,8 +166,9 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	return server.NodeConfig{
 		Dir: f.dataDir, Raft: rc, Server: sc,
 		InitialCluster: initial, Bootstrap: f.bootstrap, Join: f.join,
-		History:   server.HistoryConfig{MaxRevisions: f.historyRevisions, MaxBytes: f.historyBytes},
-		JoinToken: sec.joinToken, JoinTLS: sec.joinTLS,
+		History:        server.HistoryConfig{MaxRevisions: f.historyRevisions, MaxBytes: f.historyBytes},
+		JoinAsNonvoter: f.joinAsNonvoter,
+		JoinToken:      sec.joinToken, JoinTLS: sec.joinTLS,
 	}, nil
 }
 
