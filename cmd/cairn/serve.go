@@ -27,6 +27,8 @@ type serveFlags struct {
 	corsOrigins                  []string
 	historyRevisions             int
 	joinAsNonvoter               bool
+	configFile, logFormat        string
+	adminAddr                    string
 	historyBytes                 int
 	logLevel                     string
 	sec                          securityFlags // security.go
@@ -64,6 +66,11 @@ certs). SIGHUP re-reads the public key and JWKS files.`,
 			if err := bindEnv(cmd.Flags()); err != nil {
 				return err
 			}
+			if f.configFile != "" {
+				if err := bindConfigFile(cmd.Flags(), f.configFile); err != nil {
+					return err
+				}
+			}
 			return runServe(f)
 		},
 	}
@@ -81,6 +88,9 @@ certs). SIGHUP re-reads the public key and JWKS files.`,
 	fl.StringSliceVar(&f.join, "join", nil, "join the cluster through a member's gRPC or http:// address (repeatable)")
 	fl.IntVar(&f.maxValueBytes, "max-value-bytes", 1<<20, "largest value one key may hold")
 	fl.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "browser origin allowed to call the REST API cross-origin (repeatable; * for any)")
+	fl.StringVar(&f.configFile, "config", "", "read settings from this file: one \"flag = value\" per line (command line and CAIRN_* win)")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.adminAddr, "admin-addr", "", "serve Go pprof profiles (/debug/pprof/) on this host:port; off when empty")
 	fl.BoolVar(&f.joinAsNonvoter, "join-as-nonvoter", false, "with --join: join as a non-voting member (a read replica) to promote later")
 	fl.IntVar(&f.historyRevisions, "watch-history-revisions", 10000, "revisions of change history kept for watches to resume from")
 	fl.IntVar(&f.historyBytes, "watch-history-bytes", 64<<20, "bytes of change history kept for watches to resume from")
@@ -155,7 +165,7 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	if err := sc.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	logger, err := newLogger(f.logLevel)
+	logger, err := newLoggerFormat(f.logLevel, f.logFormat)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -182,6 +192,12 @@ func runServe(f serveFlags) error {
 		return err
 	}
 	log := cfg.Server.Logger
+	if f.adminAddr != "" {
+		if err := serveAdmin(f.adminAddr, log); err != nil {
+			rn.Stop()
+			return err
+		}
+	}
 	log.Info("cairn node serving", "id", f.id, "raft", rn.Node.RaftAddr(), "grpc", rn.Server.GRPCAddr(), "http", rn.Server.HTTPAddr())
 	warnInsecure(log, security{auth: cfg.Server.Auth, raftTLS: cfg.Raft.TLS})
 	stopReload := reloadKeysOnHUP(log, rn.Server)
