@@ -399,7 +399,8 @@ func testProbes(t *testing.T, c *testCluster) {
 		}
 		code, body := restCall(t, n, http.MethodGet, "/metrics", "")
 		if code != http.StatusOK || !bytes.Contains(body, []byte("cairn_raft_applied_index")) ||
-			!bytes.Contains(body, []byte("cairn_grpc_requests_total")) {
+			!bytes.Contains(body, []byte("cairn_grpc_requests_total")) || !bytes.Contains(body, []byte("cairn_watch_streams")) ||
+			!bytes.Contains(body, []byte("cairn_propose_seconds")) {
 			t.Errorf("%s /metrics: HTTP %d, %d bytes without the cairn metrics", n.id, code, len(body))
 		}
 	}

@@ -13,9 +13,12 @@ import (
 // metrics are one server's Prometheus metrics, in a registry of its own
 // (several nodes may share a process under `cairn dev`).
 type metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	forwarded *prometheus.CounterVec
+	proposals prometheus.Histogram
+	watches   prometheus.Gauge
 }
 
 func newMetrics(node Node) *metrics {
@@ -29,13 +32,21 @@ func newMetrics(node Node) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"method"}),
 	}
+	m.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cairn_forwarded_total", Help: "Writes and read-index requests this node forwarded to the leader, by kind.",
+	}, []string{"kind"})
+	m.proposals = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "cairn_propose_seconds", Help: "Time from proposing a command on the leader until it is committed and applied there.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+	})
+	m.watches = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_watch_streams", Help: "Watch streams this node is serving."})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.latency,
+		m.requests, m.latency, m.forwarded, m.proposals, m.watches,
 		gauge("cairn_raft_term", "Current Raft term.", func() float64 { return float64(node.Status().Term) }),
 		gauge("cairn_raft_commit_index", "Raft commit index.", func() float64 { return float64(node.Status().CommitIndex) }),
 		gauge("cairn_raft_applied_index", "Index the state machine has applied.", func() float64 { return float64(node.AppliedIndex()) }),

@@ -57,8 +57,14 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftcmdv1.Command) (*raft
 		return nil, err
 	}
 	if conn == nil {
-		return s.node.Apply(ctx, cmd)
+		start := time.Now()
+		res, err := s.node.Apply(ctx, cmd)
+		if err == nil || !errors.Is(err, raftnode.ErrNotLeader) {
+			s.metrics.proposals.Observe(time.Since(start).Seconds())
+		}
+		return res, err
 	}
+	s.metrics.forwarded.WithLabelValues("propose").Inc()
 	resp, err := peerClient(conn).Propose(ctx, &peerv1.ProposeRequest{Command: cmd})
 	if err != nil {
 		// A status from the leader (a domain error) or from the transport

@@ -84,6 +84,7 @@ func (s *Server) readIndexOnce(ctx context.Context) (uint64, error) {
 	if conn == nil {
 		return s.node.ReadIndex(ctx)
 	}
+	s.metrics.forwarded.WithLabelValues("read_index").Inc()
 	resp, err := peerClient(conn).ReadIndex(ctx, &peerv1.ReadIndexRequest{})
 	if err != nil {
 		return 0, err

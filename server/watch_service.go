@@ -74,6 +74,8 @@ func (s *Server) watch(ctx context.Context, req *cairnv1.WatchRequest, send func
 	if err := send(&cairnv1.WatchResponse{Revision: next - 1, Created: true, NodeId: s.node.ID()}); err != nil {
 		return err
 	}
+	s.metrics.watches.Inc()
+	defer s.metrics.watches.Dec()
 	progress := time.NewTicker(interval)
 	defer progress.Stop()
 	streaming := false
