@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -57,7 +58,7 @@ func fromAPI(kv *cairnv1.KeyValue) (KeyValue, error) {
 	out := KeyValue{Key: kv.Key, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision}
 	switch c := kv.Content.(type) {
 	case *cairnv1.KeyValue_Value:
-		b, err := c.Value.MarshalJSON()
+		b, err := compactJSON(c.Value)
 		if err != nil {
 			return out, err
 		}
@@ -298,4 +299,16 @@ func (c *Client) Txn(ctx context.Context, req *cairnv1.TxnRequest) (*cairnv1.Txn
 		return err
 	})
 	return resp, err
+}
+
+// compactJSON encodes a JSON value compactly, object keys sorted (protojson
+// varies its spacing from build to build).
+func compactJSON(v *structpb.Value) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v.AsInterface()); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -55,7 +56,7 @@ it starts from an earlier revision (the last one seen plus one).`,
 					value := ""
 					switch c := ev.Content.(type) {
 					case *cairnv1.Event_Value:
-						b, _ := c.Value.MarshalJSON()
+						b, _ := json.Marshal(c.Value.AsInterface())
 						value = string(b)
 					case *cairnv1.Event_BinaryValue:
 						value = fmt.Sprintf("(binary) %q", c.BinaryValue)

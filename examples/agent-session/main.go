@@ -75,7 +75,7 @@ func run(ctx context.Context, c *client.Client, out io.Writer, session string, i
 			}
 			for _, ev := range resp.Events {
 				if ev.Type == cairnv1.EventType_EVENT_TYPE_PUT {
-					b, _ := ev.GetValue().MarshalJSON()
+					b, _ := json.Marshal(ev.GetValue().AsInterface())
 					fmt.Fprintf(out, "watch: %s %s\n", ev.Key, b)
 					seen <- struct{}{}
 				}
