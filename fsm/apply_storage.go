@@ -129,6 +129,7 @@ func (a *applier) deleteObjectData(ns *raftcmdv1.Namespace, name string, shard u
 	stat := readShardStat(sb)
 	stat.objects--
 	stat.bytes -= obj.bytes
+	stat.keys -= obj.keys
 	a.put(sb, shardStatKey, stat.encode())
 	return n
 }

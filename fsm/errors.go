@@ -38,6 +38,9 @@ var (
 	// ErrBadSnapshot: a snapshot stream is not one this FSM wrote or is
 	// damaged.
 	ErrBadSnapshot = errors.New("fsm: bad snapshot")
+	// ErrBadBackup: a backup file is not one cairn wrote, or is corrupted
+	// or truncated.
+	ErrBadBackup = errors.New("fsm: bad backup file")
 	// ErrInUse: another process has the state database open.
 	ErrInUse = errors.New("fsm: data directory in use")
 	// ErrClosed: the FSM has been closed.

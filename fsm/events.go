@@ -47,6 +47,8 @@ type Observer interface {
 	Committed(applied uint64, changes []ChangeSet)
 	// Restored reports that the whole state was replaced by a snapshot at
 	// index: changes between the previous state and this one are unknown.
+	// It comes again with a higher index when the restored state is then
+	// covered to a later log index (CoverIndex): history restarts there.
 	Restored(index uint64)
 }
 

@@ -402,12 +402,13 @@ func mustConsistent(t testing.TB, f *FSM) {
 			}
 			shards[o.Shard].Objects++
 			shards[o.Shard].Bytes += o.Bytes
+			shards[o.Shard].Keys += o.Keys
 		}
 	}
 	for i, s := range mustShardStats(t, f) {
-		if s.Shard != uint8(i) || s.Objects != shards[i].Objects || s.Bytes != shards[i].Bytes {
-			t.Fatalf("shard %d: stats say %d objects %d bytes (shard field %d), objects add up to %d objects %d bytes",
-				i, s.Objects, s.Bytes, s.Shard, shards[i].Objects, shards[i].Bytes)
+		if s.Shard != uint8(i) || s.Objects != shards[i].Objects || s.Bytes != shards[i].Bytes || s.Keys != shards[i].Keys {
+			t.Fatalf("shard %d: stats say %d objects %d keys %d bytes (shard field %d), objects add up to %d objects %d keys %d bytes",
+				i, s.Objects, s.Keys, s.Bytes, s.Shard, shards[i].Objects, shards[i].Keys, shards[i].Bytes)
 		}
 	}
 }

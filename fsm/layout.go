@@ -131,15 +131,17 @@ func decodeKeyRecord(b []byte) (keyRecord, error) {
 	return k, r.err
 }
 
-// shardStat is a shard's object count and bytes.
+// shardStat is a shard's object count, key count and bytes.
 type shardStat struct {
 	objects uint64
 	bytes   uint64
+	keys    uint64
 }
 
 func (s shardStat) encode() []byte {
 	b := binary.AppendUvarint(nil, s.objects)
-	return binary.AppendUvarint(b, s.bytes)
+	b = binary.AppendUvarint(b, s.bytes)
+	return binary.AppendUvarint(b, s.keys)
 }
 
 func decodeShardStat(b []byte) (shardStat, error) {
@@ -147,7 +149,7 @@ func decodeShardStat(b []byte) (shardStat, error) {
 		return shardStat{}, nil
 	}
 	r := uvarintReader{b: b}
-	s := shardStat{objects: r.next(), bytes: r.next()}
+	s := shardStat{objects: r.next(), bytes: r.next(), keys: r.next()}
 	return s, r.err
 }
 

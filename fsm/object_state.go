@@ -21,6 +21,7 @@ type objState struct {
 	rec        objectRecord
 	existed    bool
 	startBytes uint64
+	startKeys  uint64
 	changed    bool
 }
 
@@ -45,7 +46,7 @@ func (a *applier) object(ns *raftcmdv1.Namespace, name string) *objState {
 		if err != nil {
 			panic(err)
 		}
-		o.rec, o.existed, o.startBytes = rec, true, rec.bytes
+		o.rec, o.existed, o.startBytes, o.startKeys = rec, true, rec.bytes, rec.keys
 	}
 	a.objects = append(a.objects, o)
 	return o
@@ -132,6 +133,7 @@ func (a *applier) finishObjects() error {
 		}
 		stat := readShardStat(o.sb)
 		stat.bytes = stat.bytes - o.startBytes + o.rec.bytes
+		stat.keys = stat.keys - o.startKeys + o.rec.keys
 		switch {
 		case o.rec.keys == 0 && o.existed:
 			a.delete(o.sb, o.okey)

@@ -32,10 +32,11 @@ type ObjectInfo struct {
 	Alarms uint64
 }
 
-// ShardStat is one virtual shard's object count and bytes.
+// ShardStat is one virtual shard's object count, key count and bytes.
 type ShardStat struct {
 	Shard   uint8
 	Objects uint64
+	Keys    uint64
 	Bytes   uint64
 }
 
@@ -292,7 +293,7 @@ func (f *FSM) ShardStats() ([]ShardStat, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, ShardStat{Shard: uint8(i), Objects: s.objects, Bytes: s.bytes})
+			out = append(out, ShardStat{Shard: uint8(i), Objects: s.objects, Keys: s.keys, Bytes: s.bytes})
 		}
 		return nil
 	})

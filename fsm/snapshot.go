@@ -179,6 +179,23 @@ func (f *FSM) Restore(r io.Reader) error {
 	return nil
 }
 
+// CoverIndex records that the state stands for every log entry up to
+// index: a snapshot's index may lie past the last entry that reached the
+// FSM (no-ops, barriers, and the index Raft gives a user restore). When
+// it moves the applied index, the Observer is told Restored(index), so
+// watch history restarts at the state's final index and a watcher cannot
+// resume from a revision in between. Like Restore, it must be called from
+// the goroutine that applies.
+func (f *FSM) CoverIndex(index uint64) {
+	if index <= f.applied.Load() {
+		return
+	}
+	f.ApplyBatch([]Entry{{Index: index}}) // no command: only the applied index moves
+	if f.opts.Observer != nil {
+		f.opts.Observer.Restored(index)
+	}
+}
+
 // buildFromSnapshot writes the snapshot in r into a new database at path
 // and returns the applied index of its header.
 func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {

@@ -193,9 +193,7 @@ func (n *Node) coverSnapshot() {
 	if err != nil || len(metas) == 0 {
 		return
 	}
-	if idx := metas[0].Index; idx > n.fsm.AppliedIndex() {
-		n.fsm.ApplyBatch([]fsm.Entry{{Index: idx}}) // no command: only the applied index moves
-	}
+	n.fsm.CoverIndex(metas[0].Index)
 }
 
 // Bootstrap forms a new cluster of servers. It is a no-op on a node that

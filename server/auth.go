@@ -186,6 +186,28 @@ func (s *Server) peerAuthUnary(ctx context.Context, req any, info *grpc.UnarySer
 	return h(withCaller(ctx, id), req)
 }
 
+// peerAuthStream is peerAuthUnary for streaming calls (a forwarded
+// Restore): the peer's mutual TLS admits the call, and a forwarded token
+// is verified and authorized here.
+func (s *Server) peerAuthStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if s.verifier == nil {
+		return h(srv, ss)
+	}
+	if _, err := bearerToken(ss.Context()); errors.Is(err, auth.ErrNoToken) {
+		return h(srv, ss)
+	}
+	id, err := s.authenticate(ss.Context())
+	if err != nil {
+		return err
+	}
+	if _, public := permissions[info.FullMethod]; public {
+		if err := authorize(id, info.FullMethod, nil); err != nil {
+			return err
+		}
+	}
+	return h(srv, &authorizedStream{ServerStream: ss, ctx: withCaller(ss.Context(), id), id: id, method: info.FullMethod})
+}
+
 // forwardCaller is the client interceptor of calls to other nodes' peer
 // API: it sends the caller's token along, so the leader acts as the
 // caller.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"net"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
@@ -25,6 +26,9 @@ type Node interface {
 	AddServer(ctx context.Context, id, addr string, voter bool) error
 	RemoveServer(ctx context.Context, id string) error
 	TransferLeadership(id string) error
+	// Restore installs a verified snapshot stream on every node (leader
+	// only) and returns the index it took.
+	Restore(ctx context.Context, index, term uint64, size int64, r io.Reader) (uint64, error)
 	// PeerListener yields the peer API connections that arrive on the
 	// Raft port (mutual TLS when the cluster has it); DialPeer connects to
 	// the peer API of the member at a Raft address.
@@ -40,6 +44,8 @@ type State interface {
 	Namespace(name string) (*raftcmdv1.Namespace, error)
 	Namespaces() ([]*raftcmdv1.Namespace, error)
 	Members() ([]*raftcmdv1.Member, error)
+	// Snapshot opens a point-in-time view for a backup.
+	Snapshot() (*fsm.Snapshot, error)
 	Get(ns, object, key string) (fsm.KeyValue, error)
 	BatchGet(ns, object string, keys []string) ([]fsm.KeyValue, error)
 	List(ns, object string, r fsm.Range) ([]fsm.KeyValue, bool, error)

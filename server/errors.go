@@ -45,6 +45,7 @@ var errorCodes = []struct {
 	{fsm.ErrStaleAck, codes.FailedPrecondition},
 	{fsm.ErrWrongDeliveryMode, codes.FailedPrecondition},
 	{fsm.ErrRequestIDReused, codes.AlreadyExists},
+	{fsm.ErrBadBackup, codes.InvalidArgument}, // before ErrBadSnapshot: it may wrap both
 	{fsm.ErrBadSnapshot, codes.DataLoss},
 	{fsm.ErrClosed, codes.Unavailable},
 	{fsm.ErrInUse, codes.Unavailable},

@@ -67,12 +67,31 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 			mux.ServeHTTP(w, r)
 		case isSSE(r):
 			s.serveSSE(w, r)
+		case r.Method == http.MethodGet && r.URL.Path == "/v1/cluster/backup":
+			api.ServeHTTP(rawBody{w}, r)
 		default:
 			api.ServeHTTP(w, r)
 		}
 	})
 	return s.cors(root), nil
 }
+
+// rawBody makes the gateway's stream of HttpBody messages (Backup) the raw
+// bytes they carry: the gateway writes a "\n" delimiter after each
+// message, which rawBody drops. A Backup message is never exactly "\n"
+// (every message but the last is backupChunk bytes, and the last holds
+// the 32-byte trailer).
+type rawBody struct{ http.ResponseWriter }
+
+func (w rawBody) Write(p []byte) (int, error) {
+	if len(p) == 1 && p[0] == '\n' {
+		return 1, nil
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController flush the real writer.
+func (w rawBody) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // readyz answers 200 when this node knows a leader and has applied what is
 // committed, 503 otherwise.

@@ -122,6 +122,7 @@ func (s *Server) newGRPCServers() grpcServers {
 func (s *Server) newPeerServer() *grpc.Server {
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(s.metrics.unary, recoverUnary(s.log), s.peerAuthUnary, deadlineUnary(s.cfg.RequestTimeout), statusUnary),
+		grpc.ChainStreamInterceptor(recoverStream(s.log), s.peerAuthStream, statusStream),
 		grpc.MaxRecvMsgSize(64<<20),
 		grpc.MaxSendMsgSize(64<<20),
 		grpc.MaxHeaderListSize(uint32(s.cfg.MaxHeaderBytes)),

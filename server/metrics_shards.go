@@ -9,6 +9,7 @@ import (
 var (
 	shardObjectsDesc = prometheus.NewDesc("cairn_shard_objects", "Objects in each virtual shard.", []string{"shard"}, nil)
 	shardBytesDesc   = prometheus.NewDesc("cairn_shard_bytes", "Key and value bytes in each virtual shard.", []string{"shard"}, nil)
+	shardKeysDesc    = prometheus.NewDesc("cairn_shard_keys", "Keys in each virtual shard.", []string{"shard"}, nil)
 )
 
 // shardCollector reports the FSM's per-shard object counts and bytes,
@@ -20,6 +21,7 @@ type shardCollector struct {
 func (c shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- shardObjectsDesc
 	ch <- shardBytesDesc
+	ch <- shardKeysDesc
 }
 
 func (c shardCollector) Collect(ch chan<- prometheus.Metric) {
@@ -31,5 +33,6 @@ func (c shardCollector) Collect(ch chan<- prometheus.Metric) {
 		shard := strconv.Itoa(int(s.Shard))
 		ch <- prometheus.MustNewConstMetric(shardObjectsDesc, prometheus.GaugeValue, float64(s.Objects), shard)
 		ch <- prometheus.MustNewConstMetric(shardBytesDesc, prometheus.GaugeValue, float64(s.Bytes), shard)
+		ch <- prometheus.MustNewConstMetric(shardKeysDesc, prometheus.GaugeValue, float64(s.Keys), shard)
 	}
 }

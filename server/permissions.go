@@ -57,6 +57,8 @@ var permissions = map[string]permission{
 	"/cairn.v1.ClusterService/AddMember":          {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/RemoveMember":       {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/TransferLeadership": {auth.RoleAdmin, false},
+	"/cairn.v1.ClusterService/Backup":             {auth.RoleAdmin, false},
+	"/cairn.v1.ClusterService/Restore":            {auth.RoleAdmin, false},
 }
 
 // requestNamespace returns the namespace a request names: its string field

@@ -18,7 +18,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd(), newDevCmd(), newVersionCmd(), newTokenCmd(), newCertsCmd())
-	for _, c := range []*cobra.Command{newKVCmd(), newNSCmd(), newObjCmd(), newAlarmCmd(), newWatchCmd(), newClusterCmd()} {
+	for _, c := range []*cobra.Command{newKVCmd(), newNSCmd(), newObjCmd(), newAlarmCmd(), newWatchCmd(), newClusterCmd(), newBackupCmd()} {
 		addClientFlags(c)
 		root.AddCommand(c)
 	}

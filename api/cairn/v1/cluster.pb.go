@@ -8,6 +8,7 @@ package cairnv1
 
 import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -21,6 +22,167 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_cairn_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+type RestoreRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// chunk is the next piece of the backup file.
+	Chunk         []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreRequest) Reset() {
+	*x = RestoreRequest{}
+	mi := &file_cairn_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreRequest) ProtoMessage() {}
+
+func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
+func (*RestoreRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RestoreRequest) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type RestoreResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// backup_index and backup_term are the backup's, from its header.
+	BackupIndex uint64 `protobuf:"varint,2,opt,name=backup_index,json=backupIndex,proto3" json:"backup_index,omitempty"`
+	BackupTerm  uint64 `protobuf:"varint,3,opt,name=backup_term,json=backupTerm,proto3" json:"backup_term,omitempty"`
+	// restored_revision is the index the restored state took in this
+	// cluster's log (above anything before it).
+	RestoredRevision uint64 `protobuf:"varint,4,opt,name=restored_revision,json=restoredRevision,proto3" json:"restored_revision,omitempty"`
+	// bytes is the size of the backup file received.
+	Bytes         int64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreResponse) Reset() {
+	*x = RestoreResponse{}
+	mi := &file_cairn_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreResponse) ProtoMessage() {}
+
+func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
+func (*RestoreResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RestoreResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RestoreResponse) GetBackupIndex() uint64 {
+	if x != nil {
+		return x.BackupIndex
+	}
+	return 0
+}
+
+func (x *RestoreResponse) GetBackupTerm() uint64 {
+	if x != nil {
+		return x.BackupTerm
+	}
+	return 0
+}
+
+func (x *RestoreResponse) GetRestoredRevision() uint64 {
+	if x != nil {
+		return x.RestoredRevision
+	}
+	return 0
+}
+
+func (x *RestoreResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
 
 // Member is one node of the cluster.
 type Member struct {
@@ -38,7 +200,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[0]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +212,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[0]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +225,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Member) GetId() string {
@@ -116,7 +278,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[1]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +290,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[1]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +303,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 type GetClusterResponse struct {
@@ -166,7 +328,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[2]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -178,7 +340,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[2]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -191,7 +353,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetClusterResponse) GetHeader() *ResponseHeader {
@@ -270,7 +432,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[3]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +444,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[3]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +457,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -343,7 +505,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[4]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +517,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[4]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +530,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddMemberResponse) GetHeader() *ResponseHeader {
@@ -394,7 +556,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[5]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +568,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[5]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +581,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -438,7 +600,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[6]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +612,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[6]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +625,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveMemberResponse) GetHeader() *ResponseHeader {
@@ -483,7 +645,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[7]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +657,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[7]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +670,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -528,7 +690,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[8]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +702,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[8]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +715,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferLeadershipResponse) GetHeader() *ResponseHeader {
@@ -574,7 +736,17 @@ var File_cairn_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cairn_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x16cairn/v1/cluster.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\"\x9d\x01\n" +
+	"\x16cairn/v1/cluster.proto\x12\bcairn.v1\x1a\x15cairn/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x0f\n" +
+	"\rBackupRequest\"&\n" +
+	"\x0eRestoreRequest\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"\xca\x01\n" +
+	"\x0fRestoreResponse\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12!\n" +
+	"\fbackup_index\x18\x02 \x01(\x04R\vbackupIndex\x12\x1f\n" +
+	"\vbackup_term\x18\x03 \x01(\x04R\n" +
+	"backupTerm\x12+\n" +
+	"\x11restored_revision\x18\x04 \x01(\x04R\x10restoredRevision\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\x9d\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -610,13 +782,15 @@ const file_cairn_v1_cluster_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"k\n" +
 	"\x1aTransferLeadershipResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x1b\n" +
-	"\tleader_id\x18\x02 \x01(\tR\bleaderId2\xd2\x03\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId2\xeb\x04\n" +
 	"\x0eClusterService\x12\\\n" +
 	"\n" +
 	"GetCluster\x12\x1b.cairn.v1.GetClusterRequest\x1a\x1c.cairn.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12d\n" +
 	"\tAddMember\x12\x1a.cairn.v1.AddMemberRequest\x1a\x1b.cairn.v1.AddMemberResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/cluster/members\x12o\n" +
 	"\fRemoveMember\x12\x1d.cairn.v1.RemoveMemberRequest\x1a\x1e.cairn.v1.RemoveMemberResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/cluster/members/{id}\x12\x8a\x01\n" +
-	"\x12TransferLeadership\x12#.cairn.v1.TransferLeadershipRequest\x1a$.cairn.v1.TransferLeadershipResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/cluster:transferLeadershipB/Z-github.com/cairndb/cairn/api/cairn/v1;cairnv1b\x06proto3"
+	"\x12TransferLeadership\x12#.cairn.v1.TransferLeadershipRequest\x1a$.cairn.v1.TransferLeadershipResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/cluster:transferLeadership\x12U\n" +
+	"\x06Backup\x12\x17.cairn.v1.BackupRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/cluster/backup0\x01\x12@\n" +
+	"\aRestore\x12\x18.cairn.v1.RestoreRequest\x1a\x19.cairn.v1.RestoreResponse(\x01B/Z-github.com/cairndb/cairn/api/cairn/v1;cairnv1b\x06proto3"
 
 var (
 	file_cairn_v1_cluster_proto_rawDescOnce sync.Once
@@ -630,39 +804,48 @@ func file_cairn_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_cairn_v1_cluster_proto_rawDescData
 }
 
-var file_cairn_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_cairn_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_cairn_v1_cluster_proto_goTypes = []any{
-	(*Member)(nil),                     // 0: cairn.v1.Member
-	(*GetClusterRequest)(nil),          // 1: cairn.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),         // 2: cairn.v1.GetClusterResponse
-	(*AddMemberRequest)(nil),           // 3: cairn.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),          // 4: cairn.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),        // 5: cairn.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),       // 6: cairn.v1.RemoveMemberResponse
-	(*TransferLeadershipRequest)(nil),  // 7: cairn.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 8: cairn.v1.TransferLeadershipResponse
-	(*ResponseHeader)(nil),             // 9: cairn.v1.ResponseHeader
+	(*BackupRequest)(nil),              // 0: cairn.v1.BackupRequest
+	(*RestoreRequest)(nil),             // 1: cairn.v1.RestoreRequest
+	(*RestoreResponse)(nil),            // 2: cairn.v1.RestoreResponse
+	(*Member)(nil),                     // 3: cairn.v1.Member
+	(*GetClusterRequest)(nil),          // 4: cairn.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),         // 5: cairn.v1.GetClusterResponse
+	(*AddMemberRequest)(nil),           // 6: cairn.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),          // 7: cairn.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),        // 8: cairn.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),       // 9: cairn.v1.RemoveMemberResponse
+	(*TransferLeadershipRequest)(nil),  // 10: cairn.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 11: cairn.v1.TransferLeadershipResponse
+	(*ResponseHeader)(nil),             // 12: cairn.v1.ResponseHeader
+	(*httpbody.HttpBody)(nil),          // 13: google.api.HttpBody
 }
 var file_cairn_v1_cluster_proto_depIdxs = []int32{
-	9,  // 0: cairn.v1.GetClusterResponse.header:type_name -> cairn.v1.ResponseHeader
-	0,  // 1: cairn.v1.GetClusterResponse.members:type_name -> cairn.v1.Member
-	9,  // 2: cairn.v1.AddMemberResponse.header:type_name -> cairn.v1.ResponseHeader
-	0,  // 3: cairn.v1.AddMemberResponse.members:type_name -> cairn.v1.Member
-	9,  // 4: cairn.v1.RemoveMemberResponse.header:type_name -> cairn.v1.ResponseHeader
-	9,  // 5: cairn.v1.TransferLeadershipResponse.header:type_name -> cairn.v1.ResponseHeader
-	1,  // 6: cairn.v1.ClusterService.GetCluster:input_type -> cairn.v1.GetClusterRequest
-	3,  // 7: cairn.v1.ClusterService.AddMember:input_type -> cairn.v1.AddMemberRequest
-	5,  // 8: cairn.v1.ClusterService.RemoveMember:input_type -> cairn.v1.RemoveMemberRequest
-	7,  // 9: cairn.v1.ClusterService.TransferLeadership:input_type -> cairn.v1.TransferLeadershipRequest
-	2,  // 10: cairn.v1.ClusterService.GetCluster:output_type -> cairn.v1.GetClusterResponse
-	4,  // 11: cairn.v1.ClusterService.AddMember:output_type -> cairn.v1.AddMemberResponse
-	6,  // 12: cairn.v1.ClusterService.RemoveMember:output_type -> cairn.v1.RemoveMemberResponse
-	8,  // 13: cairn.v1.ClusterService.TransferLeadership:output_type -> cairn.v1.TransferLeadershipResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	12, // 0: cairn.v1.RestoreResponse.header:type_name -> cairn.v1.ResponseHeader
+	12, // 1: cairn.v1.GetClusterResponse.header:type_name -> cairn.v1.ResponseHeader
+	3,  // 2: cairn.v1.GetClusterResponse.members:type_name -> cairn.v1.Member
+	12, // 3: cairn.v1.AddMemberResponse.header:type_name -> cairn.v1.ResponseHeader
+	3,  // 4: cairn.v1.AddMemberResponse.members:type_name -> cairn.v1.Member
+	12, // 5: cairn.v1.RemoveMemberResponse.header:type_name -> cairn.v1.ResponseHeader
+	12, // 6: cairn.v1.TransferLeadershipResponse.header:type_name -> cairn.v1.ResponseHeader
+	4,  // 7: cairn.v1.ClusterService.GetCluster:input_type -> cairn.v1.GetClusterRequest
+	6,  // 8: cairn.v1.ClusterService.AddMember:input_type -> cairn.v1.AddMemberRequest
+	8,  // 9: cairn.v1.ClusterService.RemoveMember:input_type -> cairn.v1.RemoveMemberRequest
+	10, // 10: cairn.v1.ClusterService.TransferLeadership:input_type -> cairn.v1.TransferLeadershipRequest
+	0,  // 11: cairn.v1.ClusterService.Backup:input_type -> cairn.v1.BackupRequest
+	1,  // 12: cairn.v1.ClusterService.Restore:input_type -> cairn.v1.RestoreRequest
+	5,  // 13: cairn.v1.ClusterService.GetCluster:output_type -> cairn.v1.GetClusterResponse
+	7,  // 14: cairn.v1.ClusterService.AddMember:output_type -> cairn.v1.AddMemberResponse
+	9,  // 15: cairn.v1.ClusterService.RemoveMember:output_type -> cairn.v1.RemoveMemberResponse
+	11, // 16: cairn.v1.ClusterService.TransferLeadership:output_type -> cairn.v1.TransferLeadershipResponse
+	13, // 17: cairn.v1.ClusterService.Backup:output_type -> google.api.HttpBody
+	2,  // 18: cairn.v1.ClusterService.Restore:output_type -> cairn.v1.RestoreResponse
+	13, // [13:19] is the sub-list for method output_type
+	7,  // [7:13] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_cairn_v1_cluster_proto_init() }
@@ -677,7 +860,7 @@ func file_cairn_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_v1_cluster_proto_rawDesc), len(file_cairn_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
