@@ -132,3 +132,29 @@ func TestMembershipChangesUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged during the membership changes", writes.Load())
 }
+
+// TestRemovedNodeRestartDoesNotDisrupt: a node removed while it was down
+// comes back still believing it is a member; it must not depose the
+// leader nor drive the term up (pre-vote keeps its elections from
+// counting), and the cluster keeps serving writes.
+func TestRemovedNodeRestartDoesNotDisrupt(t *testing.T) {
+	c := mustStartCluster(t, 3, clusterOptions{})
+	l := c.leader(t)
+	victim := c.followers(t)[0]
+	raftAddr, grpcAddr, httpAddr := victim.Node.RaftAddr(), victim.Server.GRPCAddr(), victim.Server.HTTPAddr()
+	victim.stop()
+	if _, err := l.cluster().RemoveMember(testCtx(t), &cairnv1.RemoveMemberRequest{Id: victim.id}); err != nil {
+		t.Fatalf("remove %s: %v", victim.id, err)
+	}
+	mustPutNamespace(t, l, "rm")
+	term := l.Node.Status().Term
+	c.mustRestart(t, victim, raftAddr, grpcAddr, httpAddr)
+	// Write for several election timeouts while the removed node campaigns.
+	end := time.Now().Add(4 * testElection)
+	for i := 0; time.Now().Before(end); i++ {
+		mustPutKey(t, l, "rm", "o", fmt.Sprint(i), i)
+		if !l.Node.IsLeader() || l.Node.Status().Term != term {
+			t.Fatalf("after write %d the removed node disturbed the cluster: leader %v, term %d (was %d)", i, l.Node.IsLeader(), l.Node.Status().Term, term)
+		}
+	}
+}
