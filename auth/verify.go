@@ -114,6 +114,14 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit is %d", ErrMalformed, len(token), MaxTokenBytes)
 	}
+	// A compact JWT is base64url segments joined by dots. Go's base64
+	// decoders skip CR and LF, so without this check a signed token with
+	// line breaks inserted would verify as a different string.
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return nil, fmt.Errorf("%w: a token holds only base64url characters and dots", ErrMalformed)
+		}
+	}
 	ks := v.keys.Load()
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(ks.algs),
