@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -73,6 +74,7 @@ func TestBrowserEventSource(t *testing.T) {
 		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--user-data-dir="+t.TempDir(), "--remote-debugging-port=0",
 		page.URL+"/?watch="+urlQueryEscape(watchURL))
+	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir()) // Chromium's scratch files go with the test
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
