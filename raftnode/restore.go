@@ -30,7 +30,14 @@ func (n *Node) Restore(ctx context.Context, index, term uint64, size int64, r io
 	}
 	before := n.raft.LastIndex()
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: index, Term: term, Size: size}
-	if err := n.raft.Restore(meta, r, timeoutOf(ctx)); err != nil {
+	// Raft's timeout bounds only the enqueueing, yet a restore that outlasts
+	// it may be reported as timed out after it happened: bound it by the
+	// caller's deadline alone (none: wait for the outcome).
+	var timeout time.Duration
+	if d, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(d), time.Millisecond)
+	}
+	if err := n.raft.Restore(meta, r, timeout); err != nil {
 		return 0, fmt.Errorf("raftnode: restore: %w", mapError(err))
 	}
 	metas, err := n.snaps.List()

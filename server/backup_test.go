@@ -186,8 +186,8 @@ func TestBackupRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fsm.VerifyBackup(res.Body); err != nil || res.StatusCode != http.StatusOK {
-		t.Fatalf("GET /v1/cluster/backup: %s, %v", res.Status, err)
+	if _, err := fsm.VerifyBackup(res.Body); err != nil || res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/octet-stream" {
+		t.Fatalf("GET /v1/cluster/backup: %s, %s, %v", res.Status, res.Header.Get("Content-Type"), err)
 	}
 	res.Body.Close()
 

@@ -68,7 +68,7 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 		case isSSE(r):
 			s.serveSSE(w, r)
 		case r.Method == http.MethodGet && r.URL.Path == "/v1/cluster/backup":
-			api.ServeHTTP(rawBody{w}, r)
+			api.ServeHTTP(&rawBody{ResponseWriter: w}, r)
 		default:
 			api.ServeHTTP(w, r)
 		}
@@ -80,10 +80,24 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 // bytes they carry: the gateway writes a "\n" delimiter after each
 // message, which rawBody drops. A Backup message is never exactly "\n"
 // (every message but the last is backupChunk bytes, and the last holds
-// the 32-byte trailer).
-type rawBody struct{ http.ResponseWriter }
+// the 32-byte trailer). A successful stream is labelled
+// application/octet-stream; an error (an explicit status) keeps the
+// gateway's JSON.
+type rawBody struct {
+	http.ResponseWriter
+	started bool
+}
 
-func (w rawBody) Write(p []byte) (int, error) {
+func (w *rawBody) WriteHeader(code int) {
+	w.started = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *rawBody) Write(p []byte) (int, error) {
+	if !w.started {
+		w.started = true
+		w.Header().Set("Content-Type", "application/octet-stream")
+	}
 	if len(p) == 1 && p[0] == '\n' {
 		return 1, nil
 	}
@@ -91,7 +105,7 @@ func (w rawBody) Write(p []byte) (int, error) {
 }
 
 // Unwrap lets http.ResponseController flush the real writer.
-func (w rawBody) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *rawBody) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // readyz answers 200 when this node knows a leader and has applied what is
 // committed, 503 otherwise.

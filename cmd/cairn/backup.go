@@ -151,7 +151,7 @@ func runBackupRestore(cmd *cobra.Command, path string) error {
 	if out.json {
 		return out.message(resp)
 	}
-	fmt.Fprintf(out.w, "restored %s: backup index %d (term %d), %d bytes; the state is at revision %d on every node\n",
+	fmt.Fprintf(out.w, "restored %s: backup index %d (term %d), %d bytes; the cluster holds it from revision %d\n",
 		path, info.Index, info.Term, resp.Bytes, resp.RestoredRevision)
 	return nil
 }
