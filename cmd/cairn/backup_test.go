@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -92,6 +93,11 @@ func TestCLIBackup(t *testing.T) {
 	contains(run(dst, "kv", "get", "other", "o", "k"), "1") // nothing was replaced
 
 	contains(run(dst, "backup", "restore", backup), "restored "+backup, "revision")
+	// Through each node alone: followers forward the upload to the leader
+	// (with the caller's token, over the nodes' mutual TLS).
+	for _, ep := range strings.Split(strings.TrimPrefix(dst[0], "CAIRN_ENDPOINTS="), ",") {
+		contains(run(append(slices.Clone(dst), "CAIRN_ENDPOINTS="+ep), "backup", "restore", backup), "restored "+backup)
+	}
 	contains(run(dst, "kv", "get", "chat", "room-1", "msgs/1"), "hi")
 	contains(run(dst, "kv", "get", "chat", "room-1", "msgs/2"), "there")
 	fail(dst, "not found", "kv", "get", "chat", "room-1", "msgs/3")
