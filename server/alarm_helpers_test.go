@@ -201,6 +201,7 @@ func mustSetAlarms(t testing.TB, n *testNode, ns string, alarms []plannedAlarm) 
 				Object: a.object, Name: a.name, When: &cairnv1.SetAlarmOp_FireAt{FireAt: timestamppb.New(a.fireAt)},
 			}}})
 		}
+		req.RequestId = testRequestID() // a retry after an unknown outcome applies once
 		err := retryUnavailable(t, "Txn set_alarm", func() error {
 			_, err := n.objects().Txn(testCtx(t), req)
 			return err

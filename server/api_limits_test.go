@@ -131,7 +131,7 @@ func testLimits(t *testing.T, c *testCluster) {
 	exact := bytes.Repeat([]byte{2}, DefaultConfig().MaxValueBytes)
 	err := retryUnavailable(t, "PutKey of 1 MiB", func() error {
 		_, err := f.objects().PutKey(ctx, &cairnv1.PutKeyRequest{Namespace: "limits", Object: strings.Repeat("o", 512),
-			Key: strings.Repeat("k", 2048), Content: bin(exact)})
+			Key: strings.Repeat("k", 2048), Content: bin(exact), RequestId: "limits-exact"})
 		return err
 	})
 	if err != nil {

@@ -584,7 +584,7 @@ func testListKeysLargeValues(t *testing.T, c *testCluster) {
 	for i := range 6 {
 		key := fmt.Sprintf("big-%d", i)
 		err := retryUnavailable(t, "PutKey "+key, func() error {
-			_, err := l.objects().PutKey(testCtx(t), &cairnv1.PutKeyRequest{Namespace: "large", Object: "o", Key: key,
+			_, err := l.objects().PutKey(testCtx(t), &cairnv1.PutKeyRequest{Namespace: "large", Object: "o", Key: key, RequestId: "large-" + key,
 				Content: &cairnv1.PutKeyRequest_BinaryValue{BinaryValue: bytes.Repeat([]byte{byte(i)}, 1<<20)}})
 			return err
 		})

@@ -251,7 +251,7 @@ func TestClusterRestartedNodeCatchesUpWithoutReapplying(t *testing.T) {
 		key := fmt.Sprintf("during-%02d", i)
 		err := retryUnavailable(t, "PutKey "+key, func() error {
 			attempts++
-			_, err := other.objects().PutKey(testCtx(t), &cairnv1.PutKeyRequest{Namespace: "rs", Object: "obj", Key: key,
+			_, err := other.objects().PutKey(testCtx(t), &cairnv1.PutKeyRequest{Namespace: "rs", Object: "obj", Key: key, RequestId: "rs-" + key,
 				Content: &cairnv1.PutKeyRequest_Value{Value: structpb.NewNumberValue(float64(i))}})
 			return err
 		})

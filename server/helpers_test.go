@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -365,8 +366,9 @@ func retryUnavailable(t testing.TB, what string, f func() error) error {
 func mustPutNamespace(t testing.TB, n *testNode, ns string) *cairnv1.PutNamespaceResponse {
 	t.Helper()
 	var resp *cairnv1.PutNamespaceResponse
+	id := testRequestID()
 	err := retryUnavailable(t, "PutNamespace "+ns, func() (err error) {
-		resp, err = n.namespaces().PutNamespace(testCtx(t), &cairnv1.PutNamespaceRequest{Namespace: ns})
+		resp, err = n.namespaces().PutNamespace(testCtx(t), &cairnv1.PutNamespaceRequest{Namespace: ns, RequestId: id})
 		return err
 	})
 	if err != nil {
@@ -390,9 +392,10 @@ func mustPutKey(t testing.TB, n *testNode, ns, object, key string, v any) *cairn
 	t.Helper()
 	value := jsonValue(t, v)
 	var resp *cairnv1.PutKeyResponse
+	id := testRequestID() // retries after an unknown outcome apply once
 	err := retryUnavailable(t, "PutKey "+key, func() (err error) {
 		resp, err = n.objects().PutKey(testCtx(t), &cairnv1.PutKeyRequest{
-			Namespace: ns, Object: object, Key: key,
+			Namespace: ns, Object: object, Key: key, RequestId: id,
 			Content: &cairnv1.PutKeyRequest_Value{Value: value},
 		})
 		return err
@@ -435,4 +438,12 @@ func wantCode(t testing.TB, err error, code codes.Code, parts ...string) {
 			t.Fatalf("message %q does not mention %q", st.Message(), p)
 		}
 	}
+}
+
+var testRequests atomic.Int64
+
+// testRequestID returns a request id unique in this test binary, for
+// writes the helpers retry.
+func testRequestID() string {
+	return fmt.Sprintf("test-%d-%d", time.Now().UnixNano(), testRequests.Add(1))
 }
