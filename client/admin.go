@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"iter"
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
@@ -179,3 +180,17 @@ func (c *Client) TransferLeadership(ctx context.Context, id string) (string, err
 
 // Endpoints returns the configured endpoints.
 func (c *Client) Endpoints() []string { return append([]string(nil), c.cfg.Endpoints...) }
+
+// SnapshotOf takes a Raft snapshot on the node at endpoint index i and
+// returns the index it covers (no failover: each node snapshots itself).
+func (c *Client) SnapshotOf(ctx context.Context, i int) (uint64, error) {
+	resp, err := cluster(c.conns[i]).Snapshot(ctx, &cairnv1.SnapshotRequest{})
+	if err != nil {
+		return 0, wrap(err)
+	}
+	return resp.Index, nil
+}
+
+// TLSConfig returns the TLS configuration the client was made with (nil:
+// plain TCP), to reach other members the same way.
+func (c *Client) TLSConfig() *tls.Config { return c.cfg.TLS }

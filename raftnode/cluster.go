@@ -111,3 +111,18 @@ func (n *Node) TransferLeadership(id string) error {
 func (n *Node) Snapshot() error {
 	return mapError(n.raft.Snapshot().Error())
 }
+
+// TakeSnapshot takes a snapshot now, compacts the log behind it and
+// returns the index it covers.
+func (n *Node) TakeSnapshot() (uint64, error) {
+	f := n.raft.Snapshot()
+	if err := f.Error(); err != nil {
+		return 0, mapError(err)
+	}
+	meta, rc, err := f.Open()
+	if err != nil {
+		return 0, fmt.Errorf("raftnode: open the new snapshot: %w", err)
+	}
+	_ = rc.Close()
+	return meta.Index, nil
+}

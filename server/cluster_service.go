@@ -169,3 +169,13 @@ func (s *Server) handOverLeadership(ctx context.Context) error {
 		}
 	}
 }
+
+// Snapshot snapshots this node (not forwarded: each node compacts its own
+// log).
+func (c *clusterService) Snapshot(_ context.Context, _ *cairnv1.SnapshotRequest) (*cairnv1.SnapshotResponse, error) {
+	index, err := c.s.node.TakeSnapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &cairnv1.SnapshotResponse{Header: &cairnv1.ResponseHeader{Revision: c.s.node.AppliedIndex(), NodeId: c.s.node.ID()}, Index: index}, nil
+}

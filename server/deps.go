@@ -26,6 +26,7 @@ type Node interface {
 	AddServer(ctx context.Context, id, addr string, voter bool) error
 	RemoveServer(ctx context.Context, id string) error
 	TransferLeadership(id string) error
+	TakeSnapshot() (uint64, error)
 	// Restore installs a verified snapshot stream on every node (leader
 	// only) and returns the index it took.
 	Restore(ctx context.Context, index, term uint64, size int64, r io.Reader) (uint64, error)

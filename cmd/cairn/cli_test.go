@@ -138,6 +138,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("cluster status json: %v", members)
 	}
 	contains(run("cluster", "transfer-leader"), "leader is now")
+	contains(run("cluster", "snapshot"), "SNAPSHOT_INDEX", "n1", "n2", "n3")
 
 	contains(run("obj", "delete", "chat", "room-1"), "DELETED_KEYS")
 	fail("not found", "kv", "get", "chat", "room-1", "msgs/1")
@@ -146,7 +147,7 @@ func TestCLI(t *testing.T) {
 	fail("--output", "ns", "list", "-o", "yaml")
 	fail("arg", "kv", "get", "chat")
 	for _, c := range []string{"kv put", "kv get", "kv del", "kv list", "kv txn", "ns create", "ns list", "ns info", "ns delete",
-		"obj list", "obj info", "obj delete", "alarm set", "alarm get", "alarm del", "alarm list", "watch", "cluster status", "cluster add", "cluster remove", "cluster transfer-leader"} {
+		"obj list", "obj info", "obj delete", "alarm set", "alarm get", "alarm del", "alarm list", "watch", "cluster status", "cluster add", "cluster remove", "cluster transfer-leader", "cluster snapshot"} {
 		help := run(append(strings.Fields(c), "--help")...)
 		if !strings.Contains(help, "Examples:") {
 			t.Errorf("cairn %s --help has no example", c)

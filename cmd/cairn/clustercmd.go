@@ -83,7 +83,14 @@ func newClusterCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cl.AddCommand(status, add, remove, transfer)
+	snapshot := &cobra.Command{
+		Use:     "snapshot",
+		Short:   "Take a Raft snapshot on every member and compact their logs",
+		Example: "  cairn cluster snapshot",
+		Args:    cobra.NoArgs,
+		RunE:    runClusterSnapshot,
+	}
+	cl.AddCommand(status, add, remove, transfer, snapshot)
 	return cl
 }
 
@@ -118,7 +125,7 @@ func runClusterStatus(cmd *cobra.Command, _ []string) error {
 	for _, m := range view.Members {
 		row := memberStatus{ID: m.Id, RaftAddr: m.RaftAddr, GRPCAddr: m.GrpcAddr, Voter: m.Voter, Health: "unreachable"}
 		if m.GrpcAddr != "" {
-			if mc, err := client.New(client.Config{Endpoints: []string{m.GrpcAddr}, Token: cli.token, RetryFor: time.Millisecond}); err == nil {
+			if mc, err := client.New(client.Config{Endpoints: []string{m.GrpcAddr}, Token: cli.token, TLS: c.TLSConfig(), RetryFor: time.Millisecond}); err == nil {
 				ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Second)
 				own, err := mc.ClusterOf(ctx, 0)
 				cancel()
@@ -169,5 +176,57 @@ func printMembers(cmd *cobra.Command, members []*cairnv1.Member) error {
 		rows = append(rows, []string{m.Id, m.RaftAddr, m.GrpcAddr, m.HttpAddr, fmt.Sprint(m.Voter), fmt.Sprint(m.Leader)})
 	}
 	p.table([]string{"ID", "RAFT", "GRPC", "HTTP", "VOTER", "LEADER"}, rows)
+	return nil
+}
+
+// runClusterSnapshot asks each member, through its own gRPC address, to
+// snapshot itself.
+func runClusterSnapshot(cmd *cobra.Command, _ []string) error {
+	c, err := newClient(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	view, err := c.Cluster(cmd.Context())
+	if err != nil {
+		return err
+	}
+	type row struct {
+		ID    string `json:"id"`
+		Index uint64 `json:"index"`
+		Error string `json:"error,omitempty"`
+	}
+	var rows []row
+	failed := 0
+	for _, m := range view.Members {
+		r := row{ID: m.Id}
+		mc, err := client.New(client.Config{Endpoints: []string{m.GrpcAddr}, Token: cli.token, TLS: c.TLSConfig(), RetryFor: time.Millisecond})
+		if err == nil {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			r.Index, err = mc.SnapshotOf(ctx, 0)
+			cancel()
+			mc.Close()
+		}
+		if err != nil {
+			r.Error = err.Error()
+			failed++
+		}
+		rows = append(rows, r)
+	}
+	p := newPrinter(cmd)
+	if p.json {
+		if err := p.value(rows); err != nil {
+			return err
+		}
+	} else {
+		var table [][]string
+		for _, r := range rows {
+			table = append(table, []string{r.ID, fmt.Sprint(r.Index), r.Error})
+		}
+		p.table([]string{"ID", "SNAPSHOT_INDEX", "ERROR"}, table)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d members could not snapshot", failed, len(rows))
+	}
 	return nil
 }
