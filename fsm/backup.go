@@ -118,7 +118,7 @@ func BackupSnapshot(f io.ReaderAt, size int64) *io.SectionReader {
 // checks it as Restore would, without building anything: it returns the
 // header's index.
 func verifySnapshotStream(rd *shaReader) (uint64, error) {
-	cr := &crcByteReader{r: rd, crc: crc32.New(crcTable)}
+	cr := &crcReader{r: rd, crc: crc32.New(crcTable)}
 	var hdr [len(snapshotMagic) + 4 + 8]byte
 	if _, err := io.ReadFull(cr, hdr[:]); err != nil {
 		return 0, fmt.Errorf("%w: header: %w", ErrBadSnapshot, err)
@@ -218,29 +218,6 @@ func (s *shaReader) ReadByte() (byte, error) {
 	if err == nil {
 		s.h.Write([]byte{b})
 		s.n++
-	}
-	return b, err
-}
-
-// crcByteReader is crcReader over any byte reader.
-type crcByteReader struct {
-	r interface {
-		io.Reader
-		io.ByteReader
-	}
-	crc hash.Hash32
-}
-
-func (c *crcByteReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.crc.Write(p[:n])
-	return n, err
-}
-
-func (c *crcByteReader) ReadByte() (byte, error) {
-	b, err := c.r.ReadByte()
-	if err == nil {
-		c.crc.Write([]byte{b})
 	}
 	return b, err
 }

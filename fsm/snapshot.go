@@ -339,7 +339,10 @@ func checkRestored(tx *bolt.Tx, index uint64) error {
 
 // crcReader hashes the bytes its callers consume.
 type crcReader struct {
-	r   *bufio.Reader
+	r interface {
+		io.Reader
+		io.ByteReader
+	}
 	crc hash.Hash32
 }
 
