@@ -119,28 +119,9 @@ func BackupSnapshot(f io.ReaderAt, size int64) *io.SectionReader {
 // header's index.
 func verifySnapshotStream(rd *shaReader) (uint64, error) {
 	cr := &crcReader{r: rd, crc: crc32.New(crcTable)}
-	var hdr [len(snapshotMagic) + 4 + 8]byte
-	if _, err := io.ReadFull(cr, hdr[:]); err != nil {
-		return 0, fmt.Errorf("%w: header: %w", ErrBadSnapshot, err)
-	}
-	if string(hdr[:len(snapshotMagic)]) != snapshotMagic {
-		return 0, fmt.Errorf("%w: not a cairn snapshot", ErrBadSnapshot)
-	}
-	if v := binary.BigEndian.Uint32(hdr[len(snapshotMagic):]); v != SnapshotVersion {
-		return 0, fmt.Errorf("%w: format version %d, this build reads %d", ErrBadSnapshot, v, SnapshotVersion)
-	}
-	index := binary.BigEndian.Uint64(hdr[len(snapshotMagic)+4:])
-	readBytes := func() ([]byte, error) {
-		l, err := binary.ReadUvarint(cr)
-		if err != nil {
-			return nil, err
-		}
-		if l > 1<<31 {
-			return nil, fmt.Errorf("record of %d bytes", l)
-		}
-		var buf bytes.Buffer
-		_, err = io.CopyN(&buf, cr, int64(l))
-		return buf.Bytes(), err
+	index, err := ReadSnapshotIndex(cr)
+	if err != nil {
+		return 0, err
 	}
 	var bucket []byte
 	var applied []byte
@@ -153,16 +134,16 @@ func verifySnapshotStream(rd *shaReader) (uint64, error) {
 		}
 		switch tag {
 		case 'B':
-			if bucket, err = readBytes(); err != nil {
+			if bucket, err = readField(cr); err != nil {
 				return 0, fmt.Errorf("%w: bucket: %w", ErrBadSnapshot, err)
 			}
 			seenBucket = true
 		case 'R':
-			k, err := readBytes()
+			k, err := readField(cr)
 			if err != nil {
 				return 0, fmt.Errorf("%w: key: %w", ErrBadSnapshot, err)
 			}
-			v, err := readBytes()
+			v, err := readField(cr)
 			if err != nil {
 				return 0, fmt.Errorf("%w: value: %w", ErrBadSnapshot, err)
 			}

@@ -200,17 +200,10 @@ func (f *FSM) CoverIndex(index uint64) {
 // and returns the applied index of its header.
 func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {
 	br := &crcReader{r: bufio.NewReaderSize(r, 256<<10), crc: crc32.New(crcTable)}
-	var hdr [len(snapshotMagic) + 4 + 8]byte
-	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		return 0, fmt.Errorf("%w: header: %w", ErrBadSnapshot, err)
+	index, err := ReadSnapshotIndex(br)
+	if err != nil {
+		return 0, err
 	}
-	if string(hdr[:len(snapshotMagic)]) != snapshotMagic {
-		return 0, fmt.Errorf("%w: not a cairn snapshot", ErrBadSnapshot)
-	}
-	if v := binary.BigEndian.Uint32(hdr[len(snapshotMagic):]); v != SnapshotVersion {
-		return 0, fmt.Errorf("%w: format version %d, this build reads %d", ErrBadSnapshot, v, SnapshotVersion)
-	}
-	index := binary.BigEndian.Uint64(hdr[len(snapshotMagic)+4:])
 
 	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
@@ -227,27 +220,6 @@ func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {
 			_ = tx.Rollback()
 		}
 		return 0, err
-	}
-	readBytes := func() ([]byte, error) {
-		l, err := binary.ReadUvarint(br)
-		if err != nil {
-			return nil, err
-		}
-		if l > 1<<31 {
-			return nil, fmt.Errorf("record of %d bytes", l)
-		}
-		if l <= 64<<10 {
-			p := make([]byte, l)
-			_, err = io.ReadFull(br, p)
-			return p, err
-		}
-		// A large length is believed only as far as the stream bears it
-		// out: memory grows with the bytes actually read.
-		var buf bytes.Buffer
-		if _, err := io.CopyN(&buf, br, int64(l)); err != nil {
-			return nil, err
-		}
-		return buf.Bytes(), nil
 	}
 	for {
 		if tx == nil {
@@ -267,7 +239,7 @@ func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {
 		}
 		switch tag {
 		case 'B':
-			if bucket, err = readBytes(); err != nil {
+			if bucket, err = readField(br); err != nil {
 				return fail(fmt.Errorf("%w: bucket: %w", ErrBadSnapshot, err))
 			}
 			if b, err = tx.CreateBucketIfNotExists(bucket); err != nil {
@@ -275,11 +247,11 @@ func (f *FSM) buildFromSnapshot(path string, r io.Reader) (uint64, error) {
 			}
 			b.FillPercent = 0.9
 		case 'R':
-			k, err := readBytes()
+			k, err := readField(br)
 			if err != nil {
 				return fail(fmt.Errorf("%w: key: %w", ErrBadSnapshot, err))
 			}
-			v, err := readBytes()
+			v, err := readField(br)
 			if err != nil {
 				return fail(fmt.Errorf("%w: value: %w", ErrBadSnapshot, err))
 			}
@@ -335,6 +307,29 @@ func checkRestored(tx *bolt.Tx, index uint64) error {
 		return fmt.Errorf("%w: storage format %x, this build reads %d", ErrBadSnapshot, v, storageFormat)
 	}
 	return nil
+}
+
+// readField reads one length-prefixed field of a snapshot record.
+func readField(r *crcReader) ([]byte, error) {
+	l, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, err
+	}
+	if l > 1<<31 {
+		return nil, fmt.Errorf("record of %d bytes", l)
+	}
+	if l <= 64<<10 {
+		p := make([]byte, l)
+		_, err = io.ReadFull(r, p)
+		return p, err
+	}
+	// A large length is believed only as far as the stream bears it out:
+	// memory grows with the bytes actually read.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, r, int64(l)); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // crcReader hashes the bytes its callers consume.
