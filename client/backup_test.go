@@ -17,7 +17,7 @@ import (
 // ErrInvalidArgument and changes nothing.
 func TestBackupRestore(t *testing.T) {
 	cl := mustCluster(t)
-	c := mustClient(t, cl.endpoints())
+	c := mustClient(t, cl.Endpoints())
 	ctx := context.Background()
 	if _, err := c.PutNamespace(ctx, "b", nil); err != nil {
 		t.Fatal(err)

@@ -11,15 +11,16 @@ import (
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/testcluster"
 )
 
-func mustCluster(t *testing.T) *testCluster {
+func mustCluster(t *testing.T) *testcluster.Cluster {
 	t.Helper()
-	c, err := startCluster()
+	c, err := testcluster.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.stop)
+	t.Cleanup(c.Stop)
 	return c
 }
 
@@ -36,7 +37,7 @@ func mustClient(t *testing.T, endpoints []string) *client.Client {
 // TestTypedErrors: each failure matches its sentinel with errors.Is.
 func TestTypedErrors(t *testing.T) {
 	cl := mustCluster(t)
-	c := mustClient(t, cl.endpoints())
+	c := mustClient(t, cl.Endpoints())
 	ctx := context.Background()
 	if _, err := c.PutNamespace(ctx, "e", &cairnv1.NamespaceSettings{MaxObjectBytes: 100}); err != nil {
 		t.Fatal(err)
@@ -86,11 +87,11 @@ func TestTypedErrors(t *testing.T) {
 func TestFailover(t *testing.T) {
 	cl := mustCluster(t)
 	// Put the leader first so the client starts on it.
-	eps := cl.endpoints()
-	for i, n := range cl.nodes {
+	eps := cl.Endpoints()
+	for i, n := range cl.Nodes {
 		if n.Node.IsLeader() {
 			eps[0], eps[i] = eps[i], eps[0]
-			cl.nodes[0], cl.nodes[i] = cl.nodes[i], cl.nodes[0]
+			cl.Nodes[0], cl.Nodes[i] = cl.Nodes[i], cl.Nodes[0]
 		}
 	}
 	c := mustClient(t, eps)
@@ -110,7 +111,7 @@ func TestFailover(t *testing.T) {
 					return
 				}
 				if w == 0 && i == 10 {
-					cl.nodes[0].Stop()
+					cl.Nodes[0].Stop()
 				}
 			}
 		}()
@@ -142,17 +143,17 @@ func TestFailover(t *testing.T) {
 func TestWatchResumes(t *testing.T) {
 	cl := mustCluster(t)
 	var follower, other int
-	for i, n := range cl.nodes {
+	for i, n := range cl.Nodes {
 		if !n.Node.IsLeader() {
 			follower = i
 		}
 	}
-	for i, n := range cl.nodes {
+	for i, n := range cl.Nodes {
 		if i != follower && !n.Node.IsLeader() {
 			other = i
 		}
 	}
-	eps := cl.endpoints()
+	eps := cl.Endpoints()
 	c := mustClient(t, []string{eps[follower], eps[other]})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -179,7 +180,7 @@ func TestWatchResumes(t *testing.T) {
 		}
 		got = append(got, resp.Revision)
 	}
-	cl.nodes[follower].Stop()
+	cl.Nodes[follower].Stop()
 	for i := 5; i < 10; i++ {
 		r, err := c.Put(ctx, "w", "o", fmt.Sprint(i), i)
 		if err != nil {
@@ -203,7 +204,7 @@ func TestWatchResumes(t *testing.T) {
 // alarms through the client.
 func TestAlarms(t *testing.T) {
 	cl := mustCluster(t)
-	c := mustClient(t, cl.endpoints())
+	c := mustClient(t, cl.Endpoints())
 	ctx := context.Background()
 	if _, err := c.PutNamespace(ctx, "jobs", nil); err != nil { // no webhook: pull delivery
 		t.Fatal(err)

@@ -9,17 +9,18 @@ import (
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/testcluster"
 )
 
 // exampleEndpoints starts a cluster for the examples (a real deployment
 // would list its nodes' gRPC addresses instead) and returns its endpoints
 // and a function that stops it.
 func exampleEndpoints() ([]string, func()) {
-	c, err := startCluster()
+	c, err := testcluster.Start()
 	if err != nil {
 		log.Fatal(err)
 	}
-	return c.endpoints(), c.stop
+	return c.Endpoints(), c.Stop
 }
 
 func Example() {
