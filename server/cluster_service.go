@@ -109,7 +109,7 @@ func (c *clusterService) RemoveMember(ctx context.Context, req *cairnv1.RemoveMe
 	if req.Id == c.s.node.ID() {
 		// Removing the leader: hand leadership over first, so the cluster
 		// never waits out an election, then let the new leader remove it.
-		if err := c.s.handOverLeadership(ctx); err != nil {
+		if _, err := c.s.handOverLeadership(ctx, ""); err != nil {
 			return nil, err
 		}
 		return c.RemoveMember(ctx, req)
@@ -132,39 +132,28 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *cairnv1.Tr
 	if conn != nil {
 		return cairnv1.NewClusterServiceClient(conn).TransferLeadership(ctx, req)
 	}
-	if err := c.s.node.TransferLeadership(req.Id); err != nil {
+	id, err := c.s.handOverLeadership(ctx, req.Id)
+	if err != nil {
 		return nil, err
 	}
-	// Report the new leader once this node has learnt of it.
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		if id, _ := c.s.node.Leader(); id != "" && id != c.s.node.ID() {
-			return &cairnv1.TransferLeadershipResponse{Header: &cairnv1.ResponseHeader{NodeId: c.s.node.ID()}, LeaderId: id}, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-tick.C:
-		}
-	}
+	return &cairnv1.TransferLeadershipResponse{Header: &cairnv1.ResponseHeader{NodeId: c.s.node.ID()}, LeaderId: id}, nil
 }
 
-// handOverLeadership transfers leadership to another voter and waits until
-// this node has learnt of the new leader.
-func (s *Server) handOverLeadership(ctx context.Context) error {
-	if err := s.node.TransferLeadership(""); err != nil {
-		return err
+// handOverLeadership transfers leadership to voter to (any suitable voter
+// when empty) and returns the new leader once this node has learnt of it.
+func (s *Server) handOverLeadership(ctx context.Context, to string) (string, error) {
+	if err := s.node.TransferLeadership(to); err != nil {
+		return "", err
 	}
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	for {
 		if id, _ := s.node.Leader(); id != "" && id != s.node.ID() {
-			return nil
+			return id, nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return "", ctx.Err()
 		case <-tick.C:
 		}
 	}
