@@ -191,6 +191,17 @@ func (c *Client) SnapshotOf(ctx context.Context, i int) (uint64, error) {
 	return resp.Index, nil
 }
 
+// StateHashOf returns the state hash of the node at endpoint index i and
+// the applied index it covers (no failover: the point is to compare
+// members).
+func (c *Client) StateHashOf(ctx context.Context, i int) ([]byte, uint64, error) {
+	resp, err := cluster(c.conns[i]).GetStateHash(ctx, &cairnv1.GetStateHashRequest{})
+	if err != nil {
+		return nil, 0, wrap(err)
+	}
+	return resp.Hash, resp.AppliedIndex, nil
+}
+
 // TLSConfig returns the TLS configuration the client was made with (nil:
 // plain TCP), to reach other members the same way.
 func (c *Client) TLSConfig() *tls.Config { return c.cfg.TLS }

@@ -367,8 +367,17 @@ func syncDir(dir string) error {
 // Hash returns a SHA-256 over every replicated bucket, key and value, in
 // order. Two replicas that applied the same log have the same hash.
 func (f *FSM) Hash() ([]byte, error) {
+	h, _, err := f.HashAt()
+	return h, err
+}
+
+// HashAt returns Hash and the applied index it covers, read in one
+// transaction.
+func (f *FSM) HashAt() ([]byte, uint64, error) {
 	h := sha256.New()
+	var index uint64
 	err := f.view(func(tx *bolt.Tx) error {
+		index = readU64(tx.Bucket(bucketMeta).Get(metaApplied))
 		return forEachRecord(tx, false, func(name []byte) {
 			h.Write(binary.AppendUvarint([]byte{'B'}, uint64(len(name))))
 			h.Write(name)
@@ -380,7 +389,7 @@ func (f *FSM) Hash() ([]byte, error) {
 		})
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return h.Sum(nil), nil
+	return h.Sum(nil), index, nil
 }

@@ -159,6 +159,16 @@ func (s *Server) handOverLeadership(ctx context.Context, to string) (string, err
 	}
 }
 
+// GetStateHash hashes this node's state (not forwarded: the point is to
+// compare members).
+func (c *clusterService) GetStateHash(_ context.Context, _ *cairnv1.GetStateHashRequest) (*cairnv1.GetStateHashResponse, error) {
+	hash, index, err := c.s.state.HashAt()
+	if err != nil {
+		return nil, err
+	}
+	return &cairnv1.GetStateHashResponse{Header: &cairnv1.ResponseHeader{Revision: index, NodeId: c.s.node.ID()}, Hash: hash, AppliedIndex: index}, nil
+}
+
 // Snapshot snapshots this node (not forwarded: each node compacts its own
 // log).
 func (c *clusterService) Snapshot(_ context.Context, _ *cairnv1.SnapshotRequest) (*cairnv1.SnapshotResponse, error) {

@@ -53,6 +53,8 @@ type State interface {
 	Object(ns, object string) (fsm.ObjectInfo, error)
 	Objects(ns, prefix, after string, limit int) ([]fsm.ObjectInfo, bool, error)
 	ShardStats() ([]fsm.ShardStat, error)
+	// HashAt hashes the replicated state and names the index it covers.
+	HashAt() ([]byte, uint64, error)
 	Alarm(ns, object, name string) (*raftcmdv1.StoredAlarm, error)
 	Alarms(ns string, filter fsm.AlarmFilter, limit, scan int) (fsm.AlarmPage, error)
 	DueAlarms(ns string, nowMs int64, limit int) (pending, expired []*raftcmdv1.StoredAlarm, err error)

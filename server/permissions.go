@@ -58,6 +58,7 @@ var permissions = map[string]permission{
 	"/cairn.v1.ClusterService/RemoveMember":       {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/TransferLeadership": {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/Snapshot":           {auth.RoleAdmin, false},
+	"/cairn.v1.ClusterService/GetStateHash":       {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/Backup":             {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/Restore":            {auth.RoleAdmin, false},
 }

@@ -139,6 +139,21 @@ func TestCLI(t *testing.T) {
 	}
 	contains(run("cluster", "transfer-leader"), "leader is now")
 	contains(run("cluster", "snapshot"), "SNAPSHOT_INDEX", "n1", "n2", "n3")
+	contains(run("cluster", "hash"), "APPLIED_INDEX", "HASH", "n1", "n2", "n3")
+	waitFor(t, 20*time.Second, "every member to show the same hash at the same applied index", func() bool {
+		var hashes []struct {
+			ID    string `json:"id"`
+			Index uint64 `json:"index"`
+			Hash  string `json:"hash"`
+		}
+		jsonLine(run("cluster", "hash", "-o", "json"), &hashes)
+		for _, h := range hashes {
+			if len(h.Hash) != 64 || h.Index != hashes[0].Index || h.Hash != hashes[0].Hash {
+				return false
+			}
+		}
+		return len(hashes) == 3
+	})
 
 	contains(run("obj", "delete", "chat", "room-1"), "DELETED_KEYS")
 	fail("not found", "kv", "get", "chat", "room-1", "msgs/1")
@@ -147,7 +162,7 @@ func TestCLI(t *testing.T) {
 	fail("--output", "ns", "list", "-o", "yaml")
 	fail("arg", "kv", "get", "chat")
 	for _, c := range []string{"kv put", "kv get", "kv del", "kv list", "kv txn", "ns create", "ns list", "ns info", "ns delete",
-		"obj list", "obj info", "obj delete", "alarm set", "alarm get", "alarm del", "alarm list", "watch", "cluster status", "cluster add", "cluster remove", "cluster transfer-leader", "cluster snapshot"} {
+		"obj list", "obj info", "obj delete", "alarm set", "alarm get", "alarm del", "alarm list", "watch", "cluster status", "cluster add", "cluster remove", "cluster transfer-leader", "cluster snapshot", "cluster hash"} {
 		help := run(append(strings.Fields(c), "--help")...)
 		if !strings.Contains(help, "Examples:") {
 			t.Errorf("cairn %s --help has no example", c)

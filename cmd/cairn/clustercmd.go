@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -90,7 +91,15 @@ func newClusterCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE:    runClusterSnapshot,
 	}
-	cl.AddCommand(status, add, remove, transfer, snapshot)
+	hash := &cobra.Command{
+		Use:     "hash",
+		Short:   "Show every member's state hash and the applied index it covers",
+		Long:    "Members at the same applied index hold the same state, so their hashes must be equal; run it when no writes are in flight to compare all members.",
+		Example: "  cairn cluster hash\n  cairn cluster hash -o json",
+		Args:    cobra.NoArgs,
+		RunE:    runClusterHash,
+	}
+	cl.AddCommand(status, add, remove, transfer, snapshot, hash)
 	return cl
 }
 
@@ -179,9 +188,18 @@ func printMembers(cmd *cobra.Command, members []*cairnv1.Member) error {
 	return nil
 }
 
-// runClusterSnapshot asks each member, through its own gRPC address, to
-// snapshot itself.
-func runClusterSnapshot(cmd *cobra.Command, _ []string) error {
+// memberAnswer is one member's answer to a per-member operation.
+type memberAnswer struct {
+	ID    string `json:"id"`
+	Index uint64 `json:"index"`
+	Hash  string `json:"hash,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// askEachMember calls ask on every member through its own gRPC address,
+// prints the answers (columns: ID, indexColumn, then HASH when withHash)
+// and fails when any member could not answer.
+func askEachMember(cmd *cobra.Command, indexColumn string, withHash bool, ask func(ctx context.Context, mc *client.Client, a *memberAnswer) error) error {
 	c, err := newClient(cmd)
 	if err != nil {
 		return err
@@ -191,42 +209,63 @@ func runClusterSnapshot(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	type row struct {
-		ID    string `json:"id"`
-		Index uint64 `json:"index"`
-		Error string `json:"error,omitempty"`
-	}
-	var rows []row
+	var answers []memberAnswer
 	failed := 0
 	for _, m := range view.Members {
-		r := row{ID: m.Id}
+		a := memberAnswer{ID: m.Id}
 		mc, err := client.New(client.Config{Endpoints: []string{m.GrpcAddr}, Token: cli.token, TLS: c.TLSConfig(), RetryFor: time.Millisecond})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			r.Index, err = mc.SnapshotOf(ctx, 0)
+			err = ask(ctx, mc, &a)
 			cancel()
 			mc.Close()
 		}
 		if err != nil {
-			r.Error = err.Error()
+			a.Error = err.Error()
 			failed++
 		}
-		rows = append(rows, r)
+		answers = append(answers, a)
 	}
 	p := newPrinter(cmd)
 	if p.json {
-		if err := p.value(rows); err != nil {
+		if err := p.value(answers); err != nil {
 			return err
 		}
 	} else {
-		var table [][]string
-		for _, r := range rows {
-			table = append(table, []string{r.ID, fmt.Sprint(r.Index), r.Error})
+		header := []string{"ID", indexColumn}
+		if withHash {
+			header = append(header, "HASH")
 		}
-		p.table([]string{"ID", "SNAPSHOT_INDEX", "ERROR"}, table)
+		var table [][]string
+		for _, a := range answers {
+			row := []string{a.ID, fmt.Sprint(a.Index)}
+			if withHash {
+				row = append(row, a.Hash)
+			}
+			table = append(table, append(row, a.Error))
+		}
+		p.table(append(header, "ERROR"), table)
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d members could not snapshot", failed, len(rows))
+		return fmt.Errorf("%d of %d members did not answer", failed, len(answers))
 	}
 	return nil
+}
+
+// runClusterSnapshot asks each member to snapshot itself.
+func runClusterSnapshot(cmd *cobra.Command, _ []string) error {
+	return askEachMember(cmd, "SNAPSHOT_INDEX", false, func(ctx context.Context, mc *client.Client, a *memberAnswer) (err error) {
+		a.Index, err = mc.SnapshotOf(ctx, 0)
+		return err
+	})
+}
+
+// runClusterHash asks each member for its state hash. Members at the same
+// applied index must show the same hash.
+func runClusterHash(cmd *cobra.Command, _ []string) error {
+	return askEachMember(cmd, "APPLIED_INDEX", true, func(ctx context.Context, mc *client.Client, a *memberAnswer) error {
+		hash, index, err := mc.StateHashOf(ctx, 0)
+		a.Hash, a.Index = hex.EncodeToString(hash), index
+		return err
+	})
 }

@@ -732,6 +732,104 @@ func (x *TransferLeadershipResponse) GetLeaderId() string {
 	return ""
 }
 
+type GetStateHashRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStateHashRequest) Reset() {
+	*x = GetStateHashRequest{}
+	mi := &file_cairn_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStateHashRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStateHashRequest) ProtoMessage() {}
+
+func (x *GetStateHashRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStateHashRequest.ProtoReflect.Descriptor instead.
+func (*GetStateHashRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+type GetStateHashResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// hash is the SHA-256 of every replicated record, in key order.
+	Hash []byte `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	// applied_index is the log index the hash covers.
+	AppliedIndex  uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStateHashResponse) Reset() {
+	*x = GetStateHashResponse{}
+	mi := &file_cairn_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStateHashResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStateHashResponse) ProtoMessage() {}
+
+func (x *GetStateHashResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStateHashResponse.ProtoReflect.Descriptor instead.
+func (*GetStateHashResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetStateHashResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetStateHashResponse) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *GetStateHashResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 type SnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -740,7 +838,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[12]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +850,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[12]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +863,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 type SnapshotResponse struct {
@@ -779,7 +877,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_cairn_v1_cluster_proto_msgTypes[13]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +889,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_v1_cluster_proto_msgTypes[13]
+	mi := &file_cairn_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +902,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_cairn_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotResponse) GetHeader() *ResponseHeader {
@@ -871,17 +969,23 @@ const file_cairn_v1_cluster_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"k\n" +
 	"\x1aTransferLeadershipResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x1b\n" +
-	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"\x11\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"\x15\n" +
+	"\x13GetStateHashRequest\"\x81\x01\n" +
+	"\x14GetStateHashResponse\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"\x11\n" +
 	"\x0fSnapshotRequest\"Z\n" +
 	"\x10SnapshotResponse\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x18.cairn.v1.ResponseHeaderR\x06header\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index2\xcf\x05\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index2\xb8\x06\n" +
 	"\x0eClusterService\x12\\\n" +
 	"\n" +
 	"GetCluster\x12\x1b.cairn.v1.GetClusterRequest\x1a\x1c.cairn.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12d\n" +
 	"\tAddMember\x12\x1a.cairn.v1.AddMemberRequest\x1a\x1b.cairn.v1.AddMemberResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/cluster/members\x12o\n" +
 	"\fRemoveMember\x12\x1d.cairn.v1.RemoveMemberRequest\x1a\x1e.cairn.v1.RemoveMemberResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/cluster/members/{id}\x12b\n" +
-	"\bSnapshot\x12\x19.cairn.v1.SnapshotRequest\x1a\x1a.cairn.v1.SnapshotResponse\"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/v1/cluster:snapshot\x12\x8a\x01\n" +
+	"\bSnapshot\x12\x19.cairn.v1.SnapshotRequest\x1a\x1a.cairn.v1.SnapshotResponse\"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/v1/cluster:snapshot\x12g\n" +
+	"\fGetStateHash\x12\x1d.cairn.v1.GetStateHashRequest\x1a\x1e.cairn.v1.GetStateHashResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/cluster/hash\x12\x8a\x01\n" +
 	"\x12TransferLeadership\x12#.cairn.v1.TransferLeadershipRequest\x1a$.cairn.v1.TransferLeadershipResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/cluster:transferLeadership\x12U\n" +
 	"\x06Backup\x12\x17.cairn.v1.BackupRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/cluster/backup0\x01\x12@\n" +
 	"\aRestore\x12\x18.cairn.v1.RestoreRequest\x1a\x19.cairn.v1.RestoreResponse(\x01B/Z-github.com/cairndb/cairn/api/cairn/v1;cairnv1b\x06proto3"
@@ -898,7 +1002,7 @@ func file_cairn_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_cairn_v1_cluster_proto_rawDescData
 }
 
-var file_cairn_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_cairn_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_cairn_v1_cluster_proto_goTypes = []any{
 	(*BackupRequest)(nil),              // 0: cairn.v1.BackupRequest
 	(*RestoreRequest)(nil),             // 1: cairn.v1.RestoreRequest
@@ -912,39 +1016,44 @@ var file_cairn_v1_cluster_proto_goTypes = []any{
 	(*RemoveMemberResponse)(nil),       // 9: cairn.v1.RemoveMemberResponse
 	(*TransferLeadershipRequest)(nil),  // 10: cairn.v1.TransferLeadershipRequest
 	(*TransferLeadershipResponse)(nil), // 11: cairn.v1.TransferLeadershipResponse
-	(*SnapshotRequest)(nil),            // 12: cairn.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),           // 13: cairn.v1.SnapshotResponse
-	(*ResponseHeader)(nil),             // 14: cairn.v1.ResponseHeader
-	(*httpbody.HttpBody)(nil),          // 15: google.api.HttpBody
+	(*GetStateHashRequest)(nil),        // 12: cairn.v1.GetStateHashRequest
+	(*GetStateHashResponse)(nil),       // 13: cairn.v1.GetStateHashResponse
+	(*SnapshotRequest)(nil),            // 14: cairn.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),           // 15: cairn.v1.SnapshotResponse
+	(*ResponseHeader)(nil),             // 16: cairn.v1.ResponseHeader
+	(*httpbody.HttpBody)(nil),          // 17: google.api.HttpBody
 }
 var file_cairn_v1_cluster_proto_depIdxs = []int32{
-	14, // 0: cairn.v1.RestoreResponse.header:type_name -> cairn.v1.ResponseHeader
-	14, // 1: cairn.v1.GetClusterResponse.header:type_name -> cairn.v1.ResponseHeader
+	16, // 0: cairn.v1.RestoreResponse.header:type_name -> cairn.v1.ResponseHeader
+	16, // 1: cairn.v1.GetClusterResponse.header:type_name -> cairn.v1.ResponseHeader
 	3,  // 2: cairn.v1.GetClusterResponse.members:type_name -> cairn.v1.Member
-	14, // 3: cairn.v1.AddMemberResponse.header:type_name -> cairn.v1.ResponseHeader
+	16, // 3: cairn.v1.AddMemberResponse.header:type_name -> cairn.v1.ResponseHeader
 	3,  // 4: cairn.v1.AddMemberResponse.members:type_name -> cairn.v1.Member
-	14, // 5: cairn.v1.RemoveMemberResponse.header:type_name -> cairn.v1.ResponseHeader
-	14, // 6: cairn.v1.TransferLeadershipResponse.header:type_name -> cairn.v1.ResponseHeader
-	14, // 7: cairn.v1.SnapshotResponse.header:type_name -> cairn.v1.ResponseHeader
-	4,  // 8: cairn.v1.ClusterService.GetCluster:input_type -> cairn.v1.GetClusterRequest
-	6,  // 9: cairn.v1.ClusterService.AddMember:input_type -> cairn.v1.AddMemberRequest
-	8,  // 10: cairn.v1.ClusterService.RemoveMember:input_type -> cairn.v1.RemoveMemberRequest
-	12, // 11: cairn.v1.ClusterService.Snapshot:input_type -> cairn.v1.SnapshotRequest
-	10, // 12: cairn.v1.ClusterService.TransferLeadership:input_type -> cairn.v1.TransferLeadershipRequest
-	0,  // 13: cairn.v1.ClusterService.Backup:input_type -> cairn.v1.BackupRequest
-	1,  // 14: cairn.v1.ClusterService.Restore:input_type -> cairn.v1.RestoreRequest
-	5,  // 15: cairn.v1.ClusterService.GetCluster:output_type -> cairn.v1.GetClusterResponse
-	7,  // 16: cairn.v1.ClusterService.AddMember:output_type -> cairn.v1.AddMemberResponse
-	9,  // 17: cairn.v1.ClusterService.RemoveMember:output_type -> cairn.v1.RemoveMemberResponse
-	13, // 18: cairn.v1.ClusterService.Snapshot:output_type -> cairn.v1.SnapshotResponse
-	11, // 19: cairn.v1.ClusterService.TransferLeadership:output_type -> cairn.v1.TransferLeadershipResponse
-	15, // 20: cairn.v1.ClusterService.Backup:output_type -> google.api.HttpBody
-	2,  // 21: cairn.v1.ClusterService.Restore:output_type -> cairn.v1.RestoreResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	16, // 5: cairn.v1.RemoveMemberResponse.header:type_name -> cairn.v1.ResponseHeader
+	16, // 6: cairn.v1.TransferLeadershipResponse.header:type_name -> cairn.v1.ResponseHeader
+	16, // 7: cairn.v1.GetStateHashResponse.header:type_name -> cairn.v1.ResponseHeader
+	16, // 8: cairn.v1.SnapshotResponse.header:type_name -> cairn.v1.ResponseHeader
+	4,  // 9: cairn.v1.ClusterService.GetCluster:input_type -> cairn.v1.GetClusterRequest
+	6,  // 10: cairn.v1.ClusterService.AddMember:input_type -> cairn.v1.AddMemberRequest
+	8,  // 11: cairn.v1.ClusterService.RemoveMember:input_type -> cairn.v1.RemoveMemberRequest
+	14, // 12: cairn.v1.ClusterService.Snapshot:input_type -> cairn.v1.SnapshotRequest
+	12, // 13: cairn.v1.ClusterService.GetStateHash:input_type -> cairn.v1.GetStateHashRequest
+	10, // 14: cairn.v1.ClusterService.TransferLeadership:input_type -> cairn.v1.TransferLeadershipRequest
+	0,  // 15: cairn.v1.ClusterService.Backup:input_type -> cairn.v1.BackupRequest
+	1,  // 16: cairn.v1.ClusterService.Restore:input_type -> cairn.v1.RestoreRequest
+	5,  // 17: cairn.v1.ClusterService.GetCluster:output_type -> cairn.v1.GetClusterResponse
+	7,  // 18: cairn.v1.ClusterService.AddMember:output_type -> cairn.v1.AddMemberResponse
+	9,  // 19: cairn.v1.ClusterService.RemoveMember:output_type -> cairn.v1.RemoveMemberResponse
+	15, // 20: cairn.v1.ClusterService.Snapshot:output_type -> cairn.v1.SnapshotResponse
+	13, // 21: cairn.v1.ClusterService.GetStateHash:output_type -> cairn.v1.GetStateHashResponse
+	11, // 22: cairn.v1.ClusterService.TransferLeadership:output_type -> cairn.v1.TransferLeadershipResponse
+	17, // 23: cairn.v1.ClusterService.Backup:output_type -> google.api.HttpBody
+	2,  // 24: cairn.v1.ClusterService.Restore:output_type -> cairn.v1.RestoreResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_cairn_v1_cluster_proto_init() }
@@ -959,7 +1068,7 @@ func file_cairn_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_v1_cluster_proto_rawDesc), len(file_cairn_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	ClusterService_AddMember_FullMethodName          = "/cairn.v1.ClusterService/AddMember"
 	ClusterService_RemoveMember_FullMethodName       = "/cairn.v1.ClusterService/RemoveMember"
 	ClusterService_Snapshot_FullMethodName           = "/cairn.v1.ClusterService/Snapshot"
+	ClusterService_GetStateHash_FullMethodName       = "/cairn.v1.ClusterService/GetStateHash"
 	ClusterService_TransferLeadership_FullMethodName = "/cairn.v1.ClusterService/TransferLeadership"
 	ClusterService_Backup_FullMethodName             = "/cairn.v1.ClusterService/Backup"
 	ClusterService_Restore_FullMethodName            = "/cairn.v1.ClusterService/Restore"
@@ -45,6 +46,11 @@ type ClusterServiceClient interface {
 	// compacts its log behind it (operators run it on each node; a new node
 	// catches up from the latest snapshot).
 	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResponse, error)
+	// GetStateHash returns a SHA-256 over this node's replicated state and
+	// the applied index it covers (not forwarded: each node hashes its own
+	// state). Replicas at the same applied index hold equal hashes, so
+	// operators compare them to prove the members agree.
+	GetStateHash(ctx context.Context, in *GetStateHashRequest, opts ...grpc.CallOption) (*GetStateHashResponse, error)
 	// TransferLeadership hands leadership to another voter (id, or any when
 	// empty).
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
@@ -111,6 +117,16 @@ func (c *clusterServiceClient) Snapshot(ctx context.Context, in *SnapshotRequest
 	return out, nil
 }
 
+func (c *clusterServiceClient) GetStateHash(ctx context.Context, in *GetStateHashRequest, opts ...grpc.CallOption) (*GetStateHashResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStateHashResponse)
+	err := c.cc.Invoke(ctx, ClusterService_GetStateHash_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(TransferLeadershipResponse)
@@ -169,6 +185,11 @@ type ClusterServiceServer interface {
 	// compacts its log behind it (operators run it on each node; a new node
 	// catches up from the latest snapshot).
 	Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error)
+	// GetStateHash returns a SHA-256 over this node's replicated state and
+	// the applied index it covers (not forwarded: each node hashes its own
+	// state). Replicas at the same applied index hold equal hashes, so
+	// operators compare them to prove the members agree.
+	GetStateHash(context.Context, *GetStateHashRequest) (*GetStateHashResponse, error)
 	// TransferLeadership hands leadership to another voter (id, or any when
 	// empty).
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
@@ -206,6 +227,9 @@ func (UnimplementedClusterServiceServer) RemoveMember(context.Context, *RemoveMe
 }
 func (UnimplementedClusterServiceServer) Snapshot(context.Context, *SnapshotRequest) (*SnapshotResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedClusterServiceServer) GetStateHash(context.Context, *GetStateHashRequest) (*GetStateHashResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStateHash not implemented")
 }
 func (UnimplementedClusterServiceServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
@@ -309,6 +333,24 @@ func _ClusterService_Snapshot_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_GetStateHash_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStateHashRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).GetStateHash(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_GetStateHash_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).GetStateHash(ctx, req.(*GetStateHashRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_TransferLeadership_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(TransferLeadershipRequest)
 	if err := dec(in); err != nil {
@@ -367,6 +409,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Snapshot",
 			Handler:    _ClusterService_Snapshot_Handler,
+		},
+		{
+			MethodName: "GetStateHash",
+			Handler:    _ClusterService_GetStateHash_Handler,
 		},
 		{
 			MethodName: "TransferLeadership",
