@@ -174,7 +174,7 @@ func (m *mux) sort(conn net.Conn) {
 func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error) {
 	dial := m.dialer
 	if dial == nil {
-		var d net.Dialer
+		d := net.Dialer{LocalAddr: m.sourceAddr(addr)}
 		dial = d.DialContext
 	}
 	conn, err := dial(ctx, "tcp", addr)
@@ -204,6 +204,27 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 	}
 	_ = conn.SetWriteDeadline(time.Time{})
 	return c, nil
+}
+
+// sourceAddr is the local address to dial addr from: the IP the Raft port
+// listens on, so that on a multi-homed host peers see connections come
+// from the address they know the node by (and a proxy or firewall in front
+// of a peer can tell nodes apart), rather than from whatever IP the
+// routing table picks. nil (any) when the port listens on all interfaces,
+// or on loopback while addr is not a loopback IP, which a loopback source
+// cannot reach.
+func (m *mux) sourceAddr(addr string) net.Addr {
+	local, ok := m.ln.Addr().(*net.TCPAddr)
+	if !ok || local.IP == nil || local.IP.IsUnspecified() {
+		return nil
+	}
+	if local.IP.IsLoopback() {
+		host, _, err := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return nil
+		}
+	}
+	return &net.TCPAddr{IP: local.IP}
 }
 
 // Close stops accepting on the Raft port and ends both listeners.

@@ -15,6 +15,7 @@ import (
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/tlsutil"
+	"github.com/hashicorp/go-hclog"
 )
 
 // Tests of the Raft port: the stream kinds, mutual TLS, and what happens
@@ -268,5 +269,55 @@ func TestTLSConfigValidate(t *testing.T) {
 	cfg := Config{ID: "x", Dir: "d", BindAddr: "127.0.0.1:0", TLS: TLSConfig{CAFile: "ca.crt"}}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "TLS") {
 		t.Errorf("Validate = %v, want the TLS error", err)
+	}
+}
+
+// TestDialFromListenIP: a node whose Raft port listens on one loopback IP
+// dials its peers from that IP (so a peer, or a proxy in front of it,
+// sees who is calling), and from any IP when it listens on all of them.
+func TestDialFromListenIP(t *testing.T) {
+	peer, err := net.Listen("tcp", "127.0.0.3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	for _, tc := range []struct{ bind, wantIP string }{
+		{"127.0.0.2:0", "127.0.0.2"},
+		{"127.0.0.4:0", "127.0.0.4"},
+	} {
+		m, err := newMux(tc.bind, nil, nil, nil, hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := m.dial(context.Background(), peer.Addr().String(), streamProbe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := peer.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := in.RemoteAddr().(*net.TCPAddr).IP.String(); got != tc.wantIP {
+			t.Errorf("listening on %s: peer sees a connection from %s, want %s", tc.bind, got, tc.wantIP)
+		}
+		_ = in.Close()
+		_ = conn.Close()
+		_ = m.Close()
+	}
+	m, err := newMux("0.0.0.0:0", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 5), Port: 1}, nil, nil, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if a := m.sourceAddr(peer.Addr().String()); a != nil {
+		t.Errorf("listening on all interfaces: dials from %v, want any", a)
+	}
+	lo, err := newMux("127.0.0.2:0", nil, nil, nil, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+	if a := lo.sourceAddr("192.0.2.1:7500"); a != nil {
+		t.Errorf("listening on loopback, dialing 192.0.2.1: dials from %v, want any", a)
 	}
 }
