@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairndb/cairn/raftnode"
 )
 
 // TestServeConfigFile: `cairn serve --config FILE` takes its settings
@@ -53,5 +55,29 @@ log-format = json
 	if resp, err := http.Get(base + "/healthz"); err == nil {
 		resp.Body.Close()
 		t.Fatalf("the node still answers after SIGINT")
+	}
+}
+
+// TestServeSnapshotFlags: --snapshot-threshold, --snapshot-interval and
+// --trailing-logs reach the Raft configuration, and default to raftnode's
+// defaults.
+func TestServeSnapshotFlags(t *testing.T) {
+	f := serveFlags{id: "n1", dataDir: t.TempDir(), raftAddr: "127.0.0.1:1", grpcAddr: "127.0.0.1:2", httpAddr: "127.0.0.1:3",
+		logLevel: "warn", logFormat: "text", snapshotThreshold: 64, snapshotInterval: time.Second, trailingLogs: 16}
+	f.sec.insecureNoAuth = true
+	cfg, err := f.nodeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Raft; r.SnapshotThreshold != 64 || r.SnapshotInterval != time.Second || r.TrailingLogs != 16 {
+		t.Fatalf("raft config: threshold %d interval %v trailing %d, want 64 1s 16", r.SnapshotThreshold, r.SnapshotInterval, r.TrailingLogs)
+	}
+	d := raftnode.DefaultConfig()
+	fl := newServeCmd().Flags()
+	for name, want := range map[string]string{"snapshot-threshold": fmt.Sprint(d.SnapshotThreshold),
+		"snapshot-interval": d.SnapshotInterval.String(), "trailing-logs": fmt.Sprint(d.TrailingLogs)} {
+		if got := fl.Lookup(name).DefValue; got != want {
+			t.Errorf("--%s defaults to %s, want raftnode's %s", name, got, want)
+		}
 	}
 }

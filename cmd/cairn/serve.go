@@ -31,6 +31,9 @@ type serveFlags struct {
 	adminAddr                    string
 	historyBytes                 int
 	logLevel                     string
+	snapshotThreshold            uint64
+	snapshotInterval             time.Duration
+	trailingLogs                 uint64
 	sec                          securityFlags // security.go
 }
 
@@ -95,6 +98,10 @@ certs). SIGHUP re-reads the public key and JWKS files.`,
 	fl.IntVar(&f.historyRevisions, "watch-history-revisions", 10000, "revisions of change history kept for watches to resume from")
 	fl.IntVar(&f.historyBytes, "watch-history-bytes", 64<<20, "bytes of change history kept for watches to resume from")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	d := raftnode.DefaultConfig()
+	fl.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", d.SnapshotThreshold, "new Raft log entries that trigger a snapshot")
+	fl.DurationVar(&f.snapshotInterval, "snapshot-interval", d.SnapshotInterval, "how often the snapshot threshold is checked")
+	fl.Uint64Var(&f.trailingLogs, "trailing-logs", d.TrailingLogs, "Raft log entries kept after a snapshot, for lagging followers to catch up without one")
 	f.sec.register(fl)
 	return cmd
 }
@@ -152,6 +159,7 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	}
 	rc := raftnode.DefaultConfig()
 	rc.ID, rc.BindAddr, rc.AdvertiseAddr, rc.LogLevel = f.id, f.raftAddr, f.raftAdvertise, f.logLevel
+	rc.SnapshotThreshold, rc.SnapshotInterval, rc.TrailingLogs = f.snapshotThreshold, f.snapshotInterval, f.trailingLogs
 	sc := server.DefaultConfig()
 	sc.GRPCAddr, sc.HTTPAddr = f.grpcAddr, f.httpAddr
 	sc.AdvertiseGRPCAddr, sc.AdvertiseHTTPAddr = f.grpcAdvertise, f.httpAdvertise
