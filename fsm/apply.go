@@ -44,9 +44,12 @@ type Result struct {
 // error, so a failed command never leaves a trace.
 //
 // ApplyBatch panics when an entry cannot be decoded or names a command this
-// build does not know, and when the database cannot be written: a replica
-// that stops is better than one that diverges.
-func (f *FSM) ApplyBatch(entries []Entry) []Result {
+// build does not know: a replica that stops is better than one that
+// diverges. When the database cannot be written (a full disk, an I/O
+// error) it returns an error wrapping ErrStorage and has changed nothing,
+// neither the state nor the applied index: the caller applies the same
+// entries again once the cause is gone.
+func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -59,14 +62,14 @@ func (f *FSM) ApplyBatch(entries []Entry) []Result {
 			continue
 		}
 		if err != nil {
-			panic(fmt.Sprintf("fsm: cannot commit applied entries: %v", err))
+			return nil, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
 		}
 		f.applied.Store(last)
 		f.applies.Add(applies)
 		if f.opts.Observer != nil {
 			f.opts.Observer.Committed(last, changes)
 		}
-		return results
+		return results, nil
 	}
 }
 

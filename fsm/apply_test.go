@@ -598,7 +598,7 @@ func TestApplySkipsAppliedEntries(t *testing.T) {
 		cmdPut("n", "o", "a", "2"),
 		cmdPut("n", "o", "b", "3"),
 	)
-	f.ApplyBatch(entries[:3])
+	mustApplyBatch(t, f, entries[:3])
 	if f.AppliedIndex() != 3 || f.Applies() != 3 {
 		t.Fatalf("applied %d, applies %d; want 3, 3", f.AppliedIndex(), f.Applies())
 	}
@@ -607,7 +607,7 @@ func TestApplySkipsAppliedEntries(t *testing.T) {
 
 	// Raft hands entries 1..3 over again: nothing happens.
 	for _, batch := range [][]Entry{entries[:3], entries[2:3], entries[:1]} {
-		res := f.ApplyBatch(batch)
+		res := mustApplyBatch(t, f, batch)
 		for i, r := range res {
 			if r.Result != nil || r.Err != nil {
 				t.Fatalf("skipped entry %d answered %+v", batch[i].Index, r)
@@ -622,7 +622,7 @@ func TestApplySkipsAppliedEntries(t *testing.T) {
 	}
 
 	// A batch that overlaps the applied index applies only what is new.
-	res := f.ApplyBatch(entries[1:])
+	res := mustApplyBatch(t, f, entries[1:])
 	if res[0].Result != nil || res[1].Result != nil || res[2].Result.GetRevision() != 4 {
 		t.Fatalf("overlapping batch results: %+v", res)
 	}
@@ -634,7 +634,7 @@ func TestApplySkipsAppliedEntries(t *testing.T) {
 	}
 
 	// An empty batch is harmless.
-	if res := f.ApplyBatch(nil); len(res) != 0 || f.AppliedIndex() != 4 {
+	if res := mustApplyBatch(t, f, nil); len(res) != 0 || f.AppliedIndex() != 4 {
 		t.Fatalf("empty batch: %v, applied %d", res, f.AppliedIndex())
 	}
 }
@@ -647,7 +647,7 @@ func TestReopenKeepsState(t *testing.T) {
 		cmdPut("n", "o", "a", "1", "b", "2"),
 		cmdSetMember("m1", "r", "g", "h"),
 	)
-	f.ApplyBatch([]Entry{{Index: 4}}) // a configuration entry
+	mustApplyBatch(t, f, []Entry{{Index: 4}}) // a configuration entry
 	wantState := dumpState(t, f)
 	wantHash := mustHash(t, f)
 	if err := f.Close(); err != nil {
@@ -684,7 +684,7 @@ func TestReopenKeepsState(t *testing.T) {
 		cmdPutNamespace("n", 10),
 		cmdPut("n", "o", "a", "changed"),
 	)
-	g.ApplyBatch(replay)
+	mustApplyBatch(t, g, replay)
 	if g.AppliedIndex() != 5 || g.Applies() != 1 {
 		t.Fatalf("replay: applied %d applies %d, want 5 and 1", g.AppliedIndex(), g.Applies())
 	}
@@ -715,7 +715,7 @@ func TestNilDataEntryOnlyAdvancesIndex(t *testing.T) {
 	mustApply(t, f, cmdPutNamespace("n", 0), cmdPut("n", "o", "a", "1"))
 	hash, now, applies := mustHash(t, f), f.Now(), f.Applies()
 
-	res := f.ApplyBatch([]Entry{{Index: 3}, {Index: 4, Data: nil}})
+	res := mustApplyBatch(t, f, []Entry{{Index: 3}, {Index: 4, Data: nil}})
 	for _, r := range res {
 		if r.Result != nil || r.Err != nil {
 			t.Fatalf("entry without data answered %+v", r)

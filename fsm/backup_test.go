@@ -83,8 +83,11 @@ func TestCoverIndex(t *testing.T) {
 	mustApply(t, f, cmdPutNamespace("ns", 0))
 	at := f.AppliedIndex()
 	before := mustHash(t, f)
-	f.CoverIndex(at)
-	f.CoverIndex(at + 100)
+	for _, i := range []uint64{at, at + 100} {
+		if err := f.CoverIndex(i); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if f.AppliedIndex() != at+100 || len(obs.restored) != 1 || obs.restored[0] != at+100 {
 		t.Fatalf("applied %d, observer told %v; want %d once", f.AppliedIndex(), obs.restored, at+100)
 	}

@@ -43,6 +43,10 @@ var (
 	ErrBadBackup = errors.New("fsm: bad backup file")
 	// ErrInUse: another process has the state database open.
 	ErrInUse = errors.New("fsm: data directory in use")
+	// ErrStorage: the state database could not be written (a full disk, an
+	// I/O error); nothing was applied, and the same entries may be applied
+	// again once the cause is gone.
+	ErrStorage = errors.New("fsm: cannot write the state database")
 	// ErrClosed: the FSM has been closed.
 	ErrClosed = errors.New("fsm: closed")
 )

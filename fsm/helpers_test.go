@@ -72,11 +72,22 @@ func entriesAt(t testing.TB, first uint64, cmds ...*raftcmdv1.Command) []Entry {
 	return entries
 }
 
+// mustApplyBatch applies entries and fails the test if the database
+// cannot be written.
+func mustApplyBatch(t testing.TB, f *FSM, entries []Entry) []Result {
+	t.Helper()
+	res, err := f.ApplyBatch(entries)
+	if err != nil {
+		t.Fatalf("ApplyBatch: %v", err)
+	}
+	return res
+}
+
 // applyCmds applies cmds in one ApplyBatch and returns its results.
 func applyCmds(t testing.TB, f *FSM, cmds ...*raftcmdv1.Command) []Result {
 	t.Helper()
 	entries := entriesFor(t, f, cmds...)
-	res := f.ApplyBatch(entries)
+	res := mustApplyBatch(t, f, entries)
 	if len(res) != len(entries) {
 		t.Fatalf("ApplyBatch returned %d results for %d entries", len(res), len(entries))
 	}

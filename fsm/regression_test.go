@@ -94,7 +94,7 @@ func TestBugNestedUnknownFieldIgnored(t *testing.T) {
 func TestBugNonIncreasingIndexesInBatch(t *testing.T) {
 	f := mustNew(t)
 	mustApply1(t, f, cmdPutNamespace("n", 0))
-	f.ApplyBatch([]Entry{
+	mustApplyBatch(t, f, []Entry{
 		{Index: 5, Data: mustEncode(t, 5, cmdPut("n", "o", "a", "1"))},
 		{Index: 3, Data: mustEncode(t, 3, cmdPut("n", "o", "b", "2"))},
 	})
@@ -113,11 +113,11 @@ func TestRequestExpiryIndependentOfBatching(t *testing.T) {
 	cmds = append(cmds, atTime(cmdPut("n", "x", "k", "1"), reqT0+5000), atTime(cmdPut("n", "x", "k", "2"), reqT0+5000))
 	entries := entriesAt(t, 1, cmds...)
 	a, b := mustNew(t), mustNew(t)
-	a.ApplyBatch(entries[:601])
-	a.ApplyBatch(entries[601:])
-	b.ApplyBatch(entries[:601])
-	b.ApplyBatch(entries[601:602])
-	b.ApplyBatch(entries[602:])
+	mustApplyBatch(t, a, entries[:601])
+	mustApplyBatch(t, a, entries[601:])
+	mustApplyBatch(t, b, entries[:601])
+	mustApplyBatch(t, b, entries[601:602])
+	mustApplyBatch(t, b, entries[602:])
 	if !bytes.Equal(mustHash(t, a), mustHash(t, b)) || !bytes.Equal(mustSnapshot(t, a), mustSnapshot(t, b)) {
 		t.Fatalf("same log, same index %d: hash/snapshot differ (%d vs %d request records)", a.AppliedIndex(), mustRecords(t, a), mustRecords(t, b))
 	}

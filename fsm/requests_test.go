@@ -190,7 +190,7 @@ func TestRequestIDReplaySameBatch(t *testing.T) {
 			// The state is that of applying the command once.
 			entries := entriesFor(t, twin, cmd, cmd, other, cmd)
 			entries[1].Data, entries[3].Data = nil, nil
-			twin.ApplyBatch(entries)
+			mustApplyBatch(t, twin, entries)
 			if !bytes.Equal(mustHash(t, f), mustHash(t, twin)) {
 				t.Fatalf("retries in the batch changed the state:\n%s\nwant\n%s", dumpState(t, f), dumpState(t, twin))
 			}
@@ -782,7 +782,7 @@ func measureRequestCost(tb testing.TB, n int, withIDs bool) requestCost {
 			cmds = append(cmds, c)
 		}
 		entries := entriesFor(tb, f, cmds...)
-		for k, r := range f.ApplyBatch(entries) {
+		for k, r := range mustApplyBatch(tb, f, entries) {
 			if r.Err != nil {
 				tb.Fatalf("entry %d: %v", entries[k].Index, r.Err)
 			}

@@ -186,14 +186,18 @@ func (f *FSM) Restore(r io.Reader) error {
 // watch history restarts at the state's final index and a watcher cannot
 // resume from a revision in between. Like Restore, it must be called from
 // the goroutine that applies.
-func (f *FSM) CoverIndex(index uint64) {
+func (f *FSM) CoverIndex(index uint64) error {
 	if index <= f.applied.Load() {
-		return
+		return nil
 	}
-	f.ApplyBatch([]Entry{{Index: index}}) // no command: only the applied index moves
+	// No command: only the applied index moves.
+	if _, err := f.ApplyBatch([]Entry{{Index: index}}); err != nil {
+		return err
+	}
 	if f.opts.Observer != nil {
 		f.opts.Observer.Restored(index)
 	}
+	return nil
 }
 
 // buildFromSnapshot writes the snapshot in r into a new database at path

@@ -167,7 +167,7 @@ func applyInBatches(t testing.TB, f *FSM, entries []Entry, sizes func() int) []R
 	var out []Result
 	for len(entries) > 0 {
 		n := min(sizes(), len(entries))
-		out = append(out, f.ApplyBatch(entries[:n])...)
+		out = append(out, mustApplyBatch(t, f, entries[:n])...)
 		entries = entries[n:]
 	}
 	return out
@@ -259,7 +259,7 @@ func TestSnapshotRestore(t *testing.T) {
 
 	// Both go on with the rest of the log and stay equal; the restored one
 	// skips what the snapshot already holds.
-	dst.ApplyBatch(entries[250:300])
+	mustApplyBatch(t, dst, entries[250:300])
 	if dst.Applies() != 0 {
 		t.Fatalf("restored FSM re-applied %d entries from before its snapshot", dst.Applies())
 	}

@@ -857,7 +857,7 @@ func TestTxnMultiObjectAtomic(t *testing.T) {
 		twin := setup(t)
 		entries := entriesFor(t, twin, first, txn, last)
 		entries[1].Data = nil
-		twin.ApplyBatch(entries)
+		mustApplyBatch(t, twin, entries)
 		if !bytes.Equal(mustHash(t, f), mustHash(t, twin)) {
 			t.Fatalf("failed txn left a trace:\n%s\nwant\n%s", dumpState(t, f), dumpState(t, twin))
 		}

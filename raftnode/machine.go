@@ -21,6 +21,16 @@ func (m *machine) Apply(l *raft.Log) interface{} {
 
 // ApplyBatch hands commands to the FSM; configuration entries arrive too
 // and only advance its applied index.
+//
+// When the FSM cannot write its database (a full disk, an I/O error) it has
+// applied nothing, and ApplyBatch tries the same entries again, backing
+// off, until they commit or the node shuts down; it never skips them and
+// never crashes the node. Meanwhile Raft's FSM goroutine waits here:
+// hashicorp/raft queues up to 128 more batches, then its main loop waits
+// for the queue (a stalled leader stops committing and answering read
+// barriers, a stalled follower stops acknowledging appends, so the leader
+// treats it as unreachable). Queries keep answering from the state as it
+// was, and Node.StorageError says why the node is stalled.
 func (m *machine) ApplyBatch(logs []*raft.Log) []interface{} {
 	entries := make([]fsm.Entry, len(logs))
 	for i, l := range logs {
@@ -29,8 +39,17 @@ func (m *machine) ApplyBatch(logs []*raft.Log) []interface{} {
 			entries[i].Data = l.Data
 		}
 	}
-	results := m.n.fsm.ApplyBatch(entries)
-	out := make([]interface{}, len(results))
+	results, err := m.n.fsm.ApplyBatch(entries)
+	if err != nil {
+		results, err = m.n.retryStorage(err, func() ([]fsm.Result, error) { return m.n.fsm.ApplyBatch(entries) })
+	}
+	out := make([]interface{}, len(logs))
+	if err != nil { // shut down while the disk was failing: nothing applied
+		for i := range out {
+			out[i] = fsm.Result{Err: err}
+		}
+		return out
+	}
 	for i := range results {
 		out[i] = results[i]
 	}
@@ -53,7 +72,9 @@ func (m *machine) Restore(rc io.ReadCloser) error {
 	if err := m.n.fsm.Restore(rc); err != nil {
 		return err
 	}
-	m.n.coverSnapshot()
+	if err := m.n.coverSnapshot(); err != nil {
+		return err
+	}
 	m.n.setApplied(m.n.fsm.AppliedIndex())
 	return nil
 }

@@ -41,6 +41,10 @@ type Node struct {
 	barrierMu sync.Mutex
 	readyTerm atomic.Uint64 // term in which this node, as leader, has applied a barrier
 
+	log        hclog.Logger
+	storageErr atomic.Pointer[error] // why the FSM cannot apply now; nil when it can (storage.go)
+
+	stop         chan struct{} // closed by Shutdown before Raft stops: ends storage retries
 	shutdownOnce sync.Once
 }
 
@@ -73,7 +77,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 		Output: logOut,
 	}).With("node", cfg.ID)
 
-	n := &Node{cfg: cfg, fsm: f, appliedCh: make(chan struct{})}
+	n := &Node{cfg: cfg, fsm: f, appliedCh: make(chan struct{}), log: logger, stop: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -168,8 +172,7 @@ func (n *Node) catchUpFromSnapshot() error {
 		return fmt.Errorf("raftnode: snapshot %s: %w", metas[0].ID, err)
 	}
 	if covered <= n.fsm.AppliedIndex() {
-		n.coverSnapshot() // the FSM holds it all already
-		return nil
+		return n.coverSnapshot() // the FSM holds it all already
 	}
 	_, rc, err = n.snaps.Open(metas[0].ID)
 	if err != nil {
@@ -179,8 +182,7 @@ func (n *Node) catchUpFromSnapshot() error {
 	if err := n.fsm.Restore(rc); err != nil {
 		return fmt.Errorf("raftnode: restore snapshot %s: %w", metas[0].ID, err)
 	}
-	n.coverSnapshot()
-	return nil
+	return n.coverSnapshot()
 }
 
 // coverSnapshot records in the FSM that its state covers the newest
@@ -188,12 +190,15 @@ func (n *Node) catchUpFromSnapshot() error {
 // index (no-ops and barriers after the last command never reach the FSM);
 // without this a restored node would wait for entries it will never see
 // and restore the same snapshot again on every start.
-func (n *Node) coverSnapshot() {
+func (n *Node) coverSnapshot() error {
 	metas, err := n.snaps.List()
 	if err != nil || len(metas) == 0 {
-		return
+		return nil
 	}
-	n.fsm.CoverIndex(metas[0].Index)
+	if err := n.fsm.CoverIndex(metas[0].Index); err != nil {
+		return fmt.Errorf("raftnode: cover snapshot %s: %w", metas[0].ID, err)
+	}
+	return nil
 }
 
 // Bootstrap forms a new cluster of servers. It is a no-op on a node that
@@ -226,6 +231,7 @@ func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }
 func (n *Node) Shutdown() error {
 	var err error
 	n.shutdownOnce.Do(func() {
+		close(n.stop)
 		err = n.raft.Shutdown().Error()
 		n.closeStores()
 	})

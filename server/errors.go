@@ -49,6 +49,7 @@ var errorCodes = []struct {
 	{fsm.ErrBadSnapshot, codes.DataLoss},
 	{fsm.ErrClosed, codes.Unavailable},
 	{fsm.ErrInUse, codes.Unavailable},
+	{fsm.ErrStorage, codes.Unavailable},
 	{raftnode.ErrNotLeader, codes.Unavailable},
 	{raftnode.ErrLeadershipLost, codes.Unavailable},
 	{raftnode.ErrTimeout, codes.Unavailable},

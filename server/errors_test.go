@@ -39,6 +39,7 @@ var sentinels = []struct {
 	{"fsm.ErrBadSnapshot", fsm.ErrBadSnapshot, codes.DataLoss},
 	{"fsm.ErrClosed", fsm.ErrClosed, codes.Unavailable},
 	{"fsm.ErrInUse", fsm.ErrInUse, codes.Unavailable},
+	{"fsm.ErrStorage", fsm.ErrStorage, codes.Unavailable},
 	{"raftnode.ErrNotLeader", raftnode.ErrNotLeader, codes.Unavailable},
 	{"raftnode.ErrLeadershipLost", raftnode.ErrLeadershipLost, codes.Unavailable},
 	{"raftnode.ErrTimeout", raftnode.ErrTimeout, codes.Unavailable},
