@@ -32,8 +32,8 @@ type Options struct {
 	// Observer, when set, is told of every committed batch and its changes
 	// and of every restore (for watch streams). nil means no one is told.
 	Observer Observer
-	// NoSync disables fsync of the state database. Durability then rests on
-	// the Raft log alone; for tests only.
+	// NoSync skips even the fsync on Close (commits never fsync; see
+	// durability.go), so every close counts as a crash; for tests only.
 	NoSync bool
 }
 
@@ -64,6 +64,8 @@ type FSM struct {
 
 	applied atomic.Uint64 // last applied index, as committed to db
 	applies atomic.Uint64 // commands applied since Open (skipped ones not counted)
+
+	rebuilt bool // Open set aside a database that a reboot may have torn
 }
 
 // Open opens (or creates) the state database in opts.Dir.
@@ -78,19 +80,40 @@ func Open(opts Options) (*FSM, error) {
 		return nil, fmt.Errorf("fsm: %w", err)
 	}
 	f := &FSM{opts: opts, path: filepath.Join(opts.Dir, dbFile)}
+	torn, err := mayBeTorn(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if torn {
+		if f.rebuilt, err = setAsideTorn(f.path); err != nil {
+			return nil, err
+		}
+	}
 	db, err := f.openDB(f.path)
 	if err != nil {
+		return nil, err
+	}
+	// From here on commits reach the disk unsynced: until Close marks the
+	// database clean, only this boot may trust it.
+	if err := writeMarker(opts.Dir, marker{boot: bootID()}); err != nil {
+		_ = db.Close()
 		return nil, err
 	}
 	f.db = db
 	return f, nil
 }
 
+// Rebuilt reports whether Open found a database that a reboot may have
+// torn (it was committed without fsync and not closed cleanly) and set it
+// aside as state.db.torn: the FSM then starts empty and must be restored
+// from the newest snapshot, with Raft replaying the log after it.
+func (f *FSM) Rebuilt() bool { return f.rebuilt }
+
 func (f *FSM) openDB(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         time.Second, // the file is locked while open: another process holds it
 		InitialMmapSize: f.opts.InitialMmapSize,
-		NoSync:          f.opts.NoSync,
+		NoSync:          true, // durability.go: the Raft log makes entries durable
 		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
 	})
@@ -132,15 +155,25 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 	return db, nil
 }
 
-// Close closes the database. Queries after Close return ErrClosed.
+// Close syncs and closes the database and marks it clean, so that it is
+// trusted after a reboot. Queries after Close return ErrClosed.
 func (f *FSM) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.db == nil {
 		return nil
 	}
-	err := f.db.Close()
+	var err error
+	if !f.opts.NoSync {
+		err = f.db.Sync()
+	}
+	if cerr := f.db.Close(); err == nil {
+		err = cerr
+	}
 	f.db = nil
+	if err == nil && !f.opts.NoSync {
+		err = writeMarker(f.opts.Dir, marker{boot: bootID(), clean: true})
+	}
 	return err
 }
 

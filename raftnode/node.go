@@ -98,6 +98,9 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
 	}
+	if f.Rebuilt() {
+		logger.Warn("the state database was not closed cleanly before a reboot and may be torn: set aside as state.db.torn; rebuilding from the newest snapshot and the log")
+	}
 	if err := n.catchUpFromSnapshot(); err != nil {
 		return nil, err
 	}
