@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairndb/cairn/client"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -33,22 +34,37 @@ var cli cliFlags
 
 func addClientFlags(root *cobra.Command) {
 	pf := root.PersistentFlags()
-	pf.StringSliceVar(&cli.endpoints, "endpoints", []string{"127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"}, "gRPC addresses of cluster nodes (env CAIRN_ENDPOINTS)")
-	pf.StringVar(&cli.token, "token", "", "bearer token (env CAIRN_TOKEN)")
+	addConnectionFlags(pf)
 	pf.StringVarP(&cli.output, "output", "o", "table", "output format: table or json")
-	pf.StringVar(&cli.cacert, "cacert", "", "CA certificate (PEM) to verify the server's TLS certificate; enables TLS")
-	pf.StringVar(&cli.cert, "cert", "", "client certificate (PEM) for mutual TLS")
-	pf.StringVar(&cli.key, "key", "", "client key (PEM) for mutual TLS")
-	pf.DurationVar(&cli.timeout, "timeout", 15*time.Second, "per-request timeout")
+}
+
+// addConnectionFlags adds the flags that say how to reach the cluster.
+func addConnectionFlags(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&cli.endpoints, "endpoints", []string{"127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403"}, "gRPC addresses of cluster nodes (env CAIRN_ENDPOINTS)")
+	fs.StringVar(&cli.token, "token", "", "bearer token (env CAIRN_TOKEN)")
+	fs.StringVar(&cli.cacert, "cacert", "", "CA certificate (PEM) to verify the server's TLS certificate; enables TLS")
+	fs.StringVar(&cli.cert, "cert", "", "client certificate (PEM) for mutual TLS")
+	fs.StringVar(&cli.key, "key", "", "client key (PEM) for mutual TLS")
+	fs.DurationVar(&cli.timeout, "timeout", 15*time.Second, "per-request timeout")
 }
 
 // newClient builds a client from the shared flags (and the environment).
 func newClient(cmd *cobra.Command) (*client.Client, error) {
-	if err := bindEnv(cmd.Flags()); err != nil {
+	cfg, err := clientConfig(cmd)
+	if err != nil {
 		return nil, err
 	}
 	if cli.output != "table" && cli.output != "json" {
 		return nil, fmt.Errorf("--output %q: use table or json", cli.output)
+	}
+	return client.New(cfg)
+}
+
+// clientConfig reads the connection flags (and the environment) into a
+// client configuration.
+func clientConfig(cmd *cobra.Command) (client.Config, error) {
+	if err := bindEnv(cmd.Flags()); err != nil {
+		return client.Config{}, err
 	}
 	cfg := client.Config{Endpoints: cli.endpoints, Token: cli.token, RequestTimeout: cli.timeout}
 	if cli.cacert != "" || cli.cert != "" {
@@ -56,24 +72,24 @@ func newClient(cmd *cobra.Command) (*client.Client, error) {
 		if cli.cacert != "" {
 			pem, err := os.ReadFile(cli.cacert)
 			if err != nil {
-				return nil, fmt.Errorf("--cacert: %w", err)
+				return client.Config{}, fmt.Errorf("--cacert: %w", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("--cacert %s holds no PEM certificate", cli.cacert)
+				return client.Config{}, fmt.Errorf("--cacert %s holds no PEM certificate", cli.cacert)
 			}
 			tc.RootCAs = pool
 		}
 		if cli.cert != "" || cli.key != "" {
 			pair, err := tls.LoadX509KeyPair(cli.cert, cli.key)
 			if err != nil {
-				return nil, fmt.Errorf("--cert/--key: %w", err)
+				return client.Config{}, fmt.Errorf("--cert/--key: %w", err)
 			}
 			tc.Certificates = []tls.Certificate{pair}
 		}
 		cfg.TLS = tc
 	}
-	return client.New(cfg)
+	return cfg, nil
 }
 
 // printer writes command output as an aligned table or as JSON.

@@ -17,16 +17,7 @@ import (
 // three-node cluster (`cairn dev` on free ports), in table and JSON form,
 // and checks errors print one line and exit non-zero.
 func TestCLI(t *testing.T) {
-	avoid := map[int]bool{}
-	httpPort, grpcPort, raftPort := freePortBase(t, avoid), freePortBase(t, avoid), freePortBase(t, avoid)
-	dir := t.TempDir()
-	dev := startCairn(t, dir, "dev", "--data-dir", filepath.Join(dir, "data"), "--log-level", "warn",
-		"--http-port", strconv.Itoa(httpPort), "--grpc-port", strconv.Itoa(grpcPort), "--raft-port", strconv.Itoa(raftPort))
-	waitFor(t, 60*time.Second, "cairn dev to start", func() bool { return strings.Contains(dev.out.String(), "Press Ctrl-C") })
-	env := []string{fmt.Sprintf("CAIRN_ENDPOINTS=127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", grpcPort, grpcPort+1, grpcPort+2)}
-	if tok := regexp.MustCompile(`export CAIRN_TOKEN=(\S+)`).FindStringSubmatch(dev.out.String()); tok != nil {
-		env = append(env, "CAIRN_TOKEN="+tok[1])
-	}
+	dir, env := startDevForCLI(t)
 	run := func(args ...string) string {
 		t.Helper()
 		out, err := runCairn(t, dir, env, args...)
@@ -168,6 +159,24 @@ func TestCLI(t *testing.T) {
 			t.Errorf("cairn %s --help has no example", c)
 		}
 	}
+}
+
+// startDevForCLI starts `cairn dev` on free ports and returns its
+// directory and the environment that points client commands at it
+// (CAIRN_ENDPOINTS, and CAIRN_TOKEN with the admin token it printed).
+func startDevForCLI(t *testing.T) (dir string, env []string) {
+	t.Helper()
+	avoid := map[int]bool{}
+	httpPort, grpcPort, raftPort := freePortBase(t, avoid), freePortBase(t, avoid), freePortBase(t, avoid)
+	dir = t.TempDir()
+	dev := startCairn(t, dir, "dev", "--data-dir", filepath.Join(dir, "data"), "--log-level", "warn",
+		"--http-port", strconv.Itoa(httpPort), "--grpc-port", strconv.Itoa(grpcPort), "--raft-port", strconv.Itoa(raftPort))
+	waitFor(t, 60*time.Second, "cairn dev to start", func() bool { return strings.Contains(dev.out.String(), "Press Ctrl-C") })
+	env = []string{fmt.Sprintf("CAIRN_ENDPOINTS=127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", grpcPort, grpcPort+1, grpcPort+2)}
+	if tok := regexp.MustCompile(`export CAIRN_TOKEN=(\S+)`).FindStringSubmatch(dev.out.String()); tok != nil {
+		env = append(env, "CAIRN_TOKEN="+tok[1])
+	}
+	return dir, env
 }
 
 func errorsAs(err error, target **exec.ExitError) bool {

@@ -17,7 +17,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newDevCmd(), newVersionCmd(), newTokenCmd(), newCertsCmd())
+	root.AddCommand(newServeCmd(), newDevCmd(), newVersionCmd(), newTokenCmd(), newCertsCmd(), newBenchCmd())
 	for _, c := range []*cobra.Command{newKVCmd(), newNSCmd(), newObjCmd(), newAlarmCmd(), newWatchCmd(), newClusterCmd(), newBackupCmd()} {
 		addClientFlags(c)
 		root.AddCommand(c)
