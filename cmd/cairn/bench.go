@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -37,6 +38,7 @@ type benchOptions struct {
 	watchers      int
 	alarmLead     time.Duration
 	webhookListen string
+	cpuProfile    string
 }
 
 var benchWorkloads = []string{"put", "get", "txn", "mixed", "alarm", "watch"}
@@ -108,6 +110,7 @@ pause, not retried. Progress shows on stderr when it is a terminal.`,
 	f.IntVar(&o.watchers, "watchers", 10, "watch: watch streams on the written object")
 	f.DurationVar(&o.alarmLead, "alarm-lead", 200*time.Millisecond, "alarm: how long after it is set each alarm is due")
 	f.StringVar(&o.webhookListen, "webhook-listen", "127.0.0.1:0", "alarm: address of the webhook receiver (the leader must reach it)")
+	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the bench itself, while it measures, to this file")
 	return cmd
 }
 
@@ -196,7 +199,18 @@ func runBench(ctx context.Context, stdout, stderr io.Writer, o benchOptions, cfg
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+	}
 	res := r.measure(ctx)
+	pprof.StopCPUProfile()
 	r.work.finish(ctx, r, res)
 	r.progress.clear()
 	if o.output == "json" {
