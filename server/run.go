@@ -137,23 +137,28 @@ func (rn *RunningNode) Stop() {
 }
 
 // Shutdown stops the node gracefully within ctx: a leader first hands
-// leadership to another voter (so the cluster does not wait out an
-// election), then the API drains (Server.Shutdown), then Raft and the
-// state close.
+// leadership to another voter and waits until it has learnt of the new
+// leader (so the cluster does not wait out an election, and forwarded
+// writes find the new leader at once), then the API drains
+// (Server.Shutdown), then Raft and the state close. Each step is logged, so
+// an operator can tell a drain that hangs from one that finished.
 func (rn *RunningNode) Shutdown(ctx context.Context) {
+	log := rn.Server.log
 	if rn.Node.IsLeader() {
 		if servers, err := rn.Node.Servers(); err == nil && countVoters(servers) > 1 {
-			done := make(chan error, 1)
-			go func() { done <- rn.Node.TransferLeadership("") }()
-			select {
-			case <-done:
-			case <-ctx.Done():
+			log.Info("shutdown: handing leadership over")
+			if to, err := rn.Server.handOverLeadership(ctx, ""); err != nil {
+				log.Warn("shutdown: leadership hand-over failed; the other voters elect a leader", "err", err)
+			} else {
+				log.Info("shutdown: leadership handed over", "to", to)
 			}
 		}
 	}
 	rn.Server.Shutdown(ctx)
+	log.Info("shutdown: API drained")
 	_ = rn.Node.Shutdown()
 	_ = rn.FSM.Close()
+	log.Info("shutdown: complete")
 }
 
 func countVoters(servers []raftnode.Server) int {
