@@ -14,7 +14,7 @@ import (
 const module = "github.com/cairndb/cairn"
 
 // layer ranks the module's packages: a package may import only packages
-// of a lower rank (cmd → server → raftnode → fsm → api).
+// of a lower rank (test → cmd → server → raftnode → fsm → api).
 func layer(pkg string) (int, bool) {
 	rel := strings.TrimPrefix(strings.TrimPrefix(pkg, module), "/")
 	switch {
@@ -34,6 +34,9 @@ func layer(pkg string) (int, bool) {
 		return 3, true
 	case strings.HasPrefix(rel, "cmd/"):
 		return 4, true
+	case strings.HasPrefix(rel, "test/"):
+		// Harnesses that drive the whole system from outside.
+		return 5, true
 	}
 	return 0, false
 }

@@ -1,0 +1,197 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"sync"
+	"time"
+
+	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
+	"github.com/cairndb/cairn/client"
+)
+
+// The alarm workload: a setter sets alarms due within a few seconds (and
+// deletes some of them again), two workers claim due alarms from the pull
+// namespace and ack them. Every alarm has its own name, so deliveries
+// name the alarm they deliver.
+
+const alarmNamespace = "chaos-alarms"
+
+// alarmRecord is what the harness knows of one alarm.
+type alarmRecord struct {
+	object, name string
+	fireAt       time.Time
+	setAcked     bool      // the set was answered (else its outcome is unknown)
+	deleteTried  bool      // a delete was sent
+	deleteAcked  time.Time // when a delete was answered; zero if not
+	claims       []claim
+}
+
+// claim is one delivery: when the claim was sent and when it was answered.
+type claim struct{ sent, answered time.Time }
+
+// alarmLog collects alarms and their deliveries.
+type alarmLog struct {
+	mu      sync.Mutex
+	alarms  map[string]*alarmRecord // by object/name
+	unknown int                     // deliveries of alarms never set
+}
+
+func newAlarmLog() *alarmLog { return &alarmLog{alarms: map[string]*alarmRecord{}} }
+
+// setAlarms sets an alarm every ~100 ms until ctx ends; about one in
+// eight is deleted again soon after.
+func setAlarms(ctx context.Context, seed int64, c *cluster, log *alarmLog) {
+	rng := rand.New(rand.NewSource(seed ^ 0x5ea1))
+	eps, _ := c.endpoints()
+	cl, err := client.New(client.Config{Endpoints: eps, RequestTimeout: 5 * time.Second, RetryFor: 5 * time.Second})
+	if err != nil {
+		panic(err)
+	}
+	defer cl.Close()
+	for seq := 0; ctx.Err() == nil; seq++ {
+		rec := &alarmRecord{object: fmt.Sprintf("a%d", seq%16), name: fmt.Sprintf("al-%d", seq),
+			fireAt: time.Now().Add(time.Duration(200+rng.Intn(3000)) * time.Millisecond).Truncate(time.Millisecond)}
+		log.mu.Lock()
+		log.alarms[rec.object+"/"+rec.name] = rec
+		log.mu.Unlock()
+		id := fmt.Sprintf("chaos-alarm-%d-%d", seq, rng.Int63())
+		acked := writeUntilAnswered(ctx, func(ctx context.Context) error {
+			_, err := cl.SetAlarm(ctx, alarmNamespace, rec.object, client.AlarmSpec{Name: rec.name, FireAt: rec.fireAt}, client.WithRequestID(id))
+			return err
+		})
+		log.mu.Lock()
+		rec.setAcked = acked
+		log.mu.Unlock()
+		if acked && rng.Intn(8) == 0 {
+			log.mu.Lock()
+			rec.deleteTried = true
+			log.mu.Unlock()
+			id := fmt.Sprintf("chaos-alarm-del-%d-%d", seq, rng.Int63())
+			if writeUntilAnswered(ctx, func(ctx context.Context) error {
+				_, err := cl.DeleteAlarm(ctx, alarmNamespace, rec.object, rec.name, client.WithRequestID(id))
+				return err
+			}) {
+				log.mu.Lock()
+				rec.deleteAcked = time.Now()
+				log.mu.Unlock()
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(50+rng.Intn(100)) * time.Millisecond):
+		}
+	}
+}
+
+// writeUntilAnswered retries a write (which carries its request id) until
+// it is answered or ctx ends; it reports whether it was answered.
+func writeUntilAnswered(ctx context.Context, write func(context.Context) error) bool {
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := write(wctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, client.ErrInvalidArgument) {
+			panic(fmt.Sprintf("chaos: the harness sent an invalid write: %v", err))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return false
+}
+
+// claimAlarms claims and acks due alarms as worker until ctx ends.
+func claimAlarms(ctx context.Context, worker string, c *cluster, log *alarmLog) {
+	eps, _ := c.endpoints()
+	cl, err := client.New(client.Config{Endpoints: eps, RequestTimeout: 5 * time.Second, RetryFor: 5 * time.Second})
+	if err != nil {
+		panic(err)
+	}
+	defer cl.Close()
+	for ctx.Err() == nil {
+		sent := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		claimed, err := cl.ClaimAlarms(cctx, alarmNamespace, worker, 32, 3*time.Second)
+		cancel()
+		now := time.Now()
+		if err != nil || len(claimed) == 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		var acks []*cairnv1.AlarmAck
+		log.mu.Lock()
+		for _, a := range claimed {
+			if rec := log.alarms[a.Object+"/"+a.Name]; rec != nil {
+				rec.claims = append(rec.claims, claim{sent: sent, answered: now})
+			} else {
+				log.unknown++
+			}
+			acks = append(acks, &cairnv1.AlarmAck{Object: a.Object, Name: a.Name, LeaseId: a.LeaseId, Result: &cairnv1.AlarmAck_Done{Done: true}})
+		}
+		log.mu.Unlock()
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, _ = cl.AckAlarms(actx, alarmNamespace, acks) // a lost ack only means a redelivery
+		cancel()
+	}
+}
+
+// pending counts the alarms that must still be delivered: set
+// (answered), not deleted, and not yet claimed.
+func (l *alarmLog) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, a := range l.alarms {
+		if a.setAcked && !a.deleteTried && len(a.claims) == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// alarmFindings are the alarm checker's results.
+type alarmFindings struct {
+	set, delivered, redelivered int
+	lost, early, afterDelete    []string
+	unknownDeliveries           int
+}
+
+// check checks the deliveries: every alarm set and not deleted was
+// delivered at least once, none before its fire_at, none that a claim
+// made after its delete was answered, and none that was never set.
+func (l *alarmLog) check() alarmFindings {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := alarmFindings{unknownDeliveries: l.unknown}
+	for key, a := range l.alarms {
+		if a.setAcked {
+			f.set++
+		}
+		if len(a.claims) > 0 {
+			f.delivered++
+			f.redelivered += len(a.claims) - 1
+		}
+		if a.setAcked && !a.deleteTried && len(a.claims) == 0 {
+			f.lost = append(f.lost, key)
+		}
+		for _, c := range a.claims {
+			if c.answered.Before(a.fireAt) {
+				f.early = append(f.early, fmt.Sprintf("%s due %s, claim answered %s", key, a.fireAt.Format(time.StampMilli), c.answered.Format(time.StampMilli)))
+			}
+			if !a.deleteAcked.IsZero() && c.sent.After(a.deleteAcked) {
+				f.afterDelete = append(f.afterDelete, fmt.Sprintf("%s deleted %s, claim sent %s", key, a.deleteAcked.Format(time.StampMilli), c.sent.Format(time.StampMilli)))
+			}
+		}
+	}
+	return f
+}

@@ -1,0 +1,489 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/cairndb/cairn/client"
+)
+
+// cairnBin is the real binary, built once by TestMain.
+var cairnBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cairn-chaos-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cairnBin = filepath.Join(dir, "cairn")
+	build := exec.Command("go", "build", "-o", cairnBin, "../../cmd/cairn")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building cairn:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// runConfig is one run: a cluster of nodes under a schedule of faults.
+type runConfig struct {
+	name     string
+	seed     int64
+	nodes    int
+	duration time.Duration // 0: just one fault of each kind
+	kinds    []faultKind
+	subnet   int
+}
+
+// TestChaos runs the cluster under faults and checks what its clients
+// saw. By default (short mode, run by go test ./...): a three-node and a
+// five-node run that between them inject every kind of fault once. With
+// CAIRN_CHAOS_DURATION set: one soak of that length (see doc.go).
+func TestChaos(t *testing.T) {
+	seed := time.Now().UnixNano() % 1_000_000
+	if s := os.Getenv("CAIRN_CHAOS_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
+			t.Fatalf("CAIRN_CHAOS_SEED=%q: %v", s, err)
+		}
+	}
+	kinds, err := parseFaultKinds(os.Getenv("CAIRN_CHAOS_FAULTS"))
+	if err != nil {
+		t.Fatalf("CAIRN_CHAOS_FAULTS: %v", err)
+	}
+	var runs []runConfig
+	if d := os.Getenv("CAIRN_CHAOS_DURATION"); d != "" {
+		duration, err := time.ParseDuration(d)
+		if err != nil {
+			t.Fatalf("CAIRN_CHAOS_DURATION=%q: %v", d, err)
+		}
+		nodes := 5
+		if s := os.Getenv("CAIRN_CHAOS_NODES"); s != "" {
+			if nodes, err = strconv.Atoi(s); err != nil || nodes < 3 {
+				t.Fatalf("CAIRN_CHAOS_NODES=%q: want 3 or more", s)
+			}
+		}
+		runs = append(runs, runConfig{name: "long", seed: seed, nodes: nodes, duration: duration, kinds: kinds, subnet: 30})
+	} else {
+		three := []faultKind{killFollower, killLeader, pauseNode, isolateLeader, oneWayLoss, crashAll, snapshotCatchUp}
+		five := []faultKind{killRandom, splitMinority, addLatency, transferLeader, replaceMember}
+		runs = append(runs,
+			runConfig{name: "3-nodes", seed: seed, nodes: 3, kinds: only(three, kinds), subnet: 31},
+			runConfig{name: "5-nodes", seed: seed + 1, nodes: 5, kinds: only(five, kinds), subnet: 32})
+	}
+	for _, rc := range runs {
+		if len(rc.kinds) == 0 {
+			continue
+		}
+		t.Run(rc.name, func(t *testing.T) {
+			t.Parallel()
+			runChaos(t, rc)
+		})
+	}
+}
+
+// only keeps the kinds of ks that are in allowed.
+func only(ks, allowed []faultKind) []faultKind {
+	var out []faultKind
+	for _, k := range ks {
+		for _, a := range allowed {
+			if k == a {
+				out = append(out, k)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// run is the state of one run.
+type run struct {
+	t       *testing.T
+	cfg     runConfig
+	c       *cluster
+	h       *history
+	alarms  *alarmLog
+	faults  []faultRecord
+	outDir  string // where a failing run leaves its evidence
+	summary []string
+}
+
+func runChaos(t *testing.T, cfg runConfig) {
+	sched := schedule(cfg.seed, cfg.kinds, cfg.duration)
+	t.Logf("seed %d: %d faults scheduled", cfg.seed, len(sched))
+	c, err := startCluster(t, cairnBin, cfg.nodes, cfg.subnet)
+	if err != nil {
+		t.Fatalf("starting the cluster: %v", err)
+	}
+	r := &run{t: t, cfg: cfg, c: c, h: &history{start: time.Now()}, alarms: newAlarmLog()}
+	defer func() {
+		if t.Failed() {
+			for _, n := range c.members() {
+				t.Logf("last lines of %s's log:\n%s", n.id, n.tail(30))
+			}
+		}
+		c.stop()
+	}()
+	if err := r.setup(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The workload runs until the faults are over and the cluster has
+	// been healed and restarted.
+	work, stopWork := context.WithCancel(context.Background())
+	resolve, stopResolving := context.WithCancel(context.Background())
+	defer stopResolving()
+	var clients sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		k := newKVClient(i, cfg.seed, c, r.h)
+		clients.Add(1)
+		go func() { defer clients.Done(); _ = k.run(work, resolve) }()
+	}
+	alarmSet, stopSetting := context.WithCancel(context.Background())
+	claimers, stopClaiming := context.WithCancel(context.Background())
+	defer stopClaiming()
+	var background sync.WaitGroup
+	background.Add(3)
+	go func() { defer background.Done(); setAlarms(alarmSet, cfg.seed, c, r.alarms) }()
+	for i := 0; i < 2; i++ {
+		go func() { defer background.Done(); claimAlarms(claimers, fmt.Sprintf("worker-%d", i), c, r.alarms) }()
+	}
+	watching, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	watchers := []*watcher{{}, {}}
+	for _, w := range watchers {
+		background.Add(1)
+		go func() { defer background.Done(); w.watch(watching, c) }()
+	}
+
+	start := time.Now()
+	for _, f := range sched {
+		if wait := time.Until(start.Add(f.at)); wait > 0 {
+			time.Sleep(wait) // the schedule says when the next fault starts
+		}
+		rec := faultRecord{kind: f.kind, start: r.h.now()}
+		detail, err := r.inject(f)
+		rec.detail, rec.end = detail, r.h.now()
+		r.faults = append(r.faults, rec)
+		if err != nil {
+			t.Errorf("fault %s: %v", f.kind, err)
+		}
+		t.Logf("%6.1fs %s: %s", time.Since(start).Seconds(), f.kind, detail)
+		if err := c.waitHealthy(60 * time.Second); err != nil {
+			t.Fatalf("after %s (%s) the cluster did not recover: %v", f.kind, detail, err)
+		}
+	}
+	if wait := time.Until(start.Add(cfg.duration)); wait > 0 {
+		time.Sleep(wait)
+	}
+
+	// Final heal and restart: every fault undone, every node killed and
+	// started again, so that durability is checked against disk.
+	c.net.Heal()
+	for _, n := range c.members() {
+		n.resume()
+	}
+	if err := c.restartAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.waitHealthy(60 * time.Second); err != nil {
+		t.Fatalf("after the final restart: %v", err)
+	}
+	stopSetting()
+	stopWork()
+	waitGroupOr(&clients, 30*time.Second, stopResolving)
+	end := r.h.now()
+
+	anomalies, lost := r.check(watchers, end, &background, stopClaiming, stopWatching)
+	line := fmt.Sprintf("chaos %s: seed=%d nodes=%d %s faults=%s anomalies=%d lost=%d %s",
+		cfg.name, cfg.seed, cfg.nodes, r.opsSummary(), r.faultSummary(), anomalies, lost, strings.Join(r.summary, " "))
+	fmt.Println(line)
+	t.Log(line)
+	if anomalies > 0 || lost > 0 {
+		t.Errorf("%d anomalies, %d acknowledged writes lost (seed %d; rerun with CAIRN_CHAOS_SEED=%d)", anomalies, lost, cfg.seed, cfg.seed)
+	}
+}
+
+// setup creates the namespaces of the workloads.
+func (r *run) setup() error {
+	cl := r.c.adminOf(r.c.members())
+	defer cl.Close()
+	for _, ns := range []string{kvNamespace, alarmNamespace} {
+		if err := retry(30*time.Second, func(ctx context.Context) error {
+			_, err := cl.PutNamespace(ctx, ns, nil)
+			return err
+		}); err != nil {
+			return fmt.Errorf("namespace %s: %w", ns, err)
+		}
+	}
+	return nil
+}
+
+// waitGroupOr waits for wg; after timeout it calls giveUp and waits on.
+func waitGroupOr(wg *sync.WaitGroup, timeout time.Duration, giveUp func()) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		giveUp()
+		<-done
+	}
+}
+
+// check runs every checker and returns the number of anomalies and of
+// acknowledged writes lost; it logs each finding.
+func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, stopClaiming, stopWatching func()) (anomalies, lost int) {
+	t := r.t
+	finalClient := 100
+	cl := r.c.adminOf(r.c.members())
+	defer cl.Close()
+
+	// Durability: read every key, linearizably, after the final restart.
+	final := map[string]kvOp{}
+	for i := 0; i < kvKeys; i++ {
+		k := &kvClient{id: finalClient + i, c: r.c, h: r.h, cl: cl, lastSeen: map[string]*string{}}
+		op := kvOp{client: k.id, in: kvInput{op: opGet, key: keyName(i)}, call: r.h.now()}
+		var err error
+		if err := retry(30*time.Second, func(context.Context) error { op.out, err = k.do(op.in, ""); return err }); err != nil {
+			t.Errorf("final read of %s: %v", keyName(i), err)
+			anomalies++
+			continue
+		}
+		op.ret = r.h.now()
+		r.h.add(op)
+		final[op.in.key] = op
+	}
+	ops := r.h.snapshot()
+	lost = r.checkDurability(ops, final)
+
+	// Watches: a last write that every watcher must reach.
+	var sentinel uint64
+	sentinelOp := kvOp{client: finalClient + kvKeys, in: kvInput{op: opPut, key: "end", value: "end"}, call: r.h.now()}
+	if err := retry(30*time.Second, func(ctx context.Context) error {
+		res, err := cl.Put(ctx, kvNamespace, kvObject, "end", []byte("end"), client.WithRequestID("chaos-end"))
+		sentinel = res.Revision
+		return err
+	}); err != nil {
+		t.Errorf("the last write: %v", err)
+		anomalies++
+	}
+	sentinelOp.out, sentinelOp.ret = kvOutput{rev: sentinel}, r.h.now()
+	if err := retry(60*time.Second, func(context.Context) error {
+		for i, w := range watchers {
+			if w.rev() < sentinel {
+				return fmt.Errorf("watcher %d at revision %d, the last write is %d", i, w.rev(), sentinel)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("watches: %v", err)
+		anomalies++
+	}
+	stopWatching()
+	byRev, issued := committedWrites(append(ops, sentinelOp))
+	events, restarts := 0, 0
+	for i, w := range watchers {
+		for _, p := range w.check(byRev, issued) {
+			t.Errorf("watcher %d: %s", i, p)
+			anomalies++
+		}
+		for _, s := range w.segments {
+			events += len(s.events)
+		}
+		restarts += w.restarts
+		if w.lastError != nil {
+			t.Logf("watcher %d restarted %d times, last because of: %v", i, w.restarts, w.lastError)
+		}
+	}
+	r.summary = append(r.summary, fmt.Sprintf("watch-events=%d watch-restarts=%d", events, restarts))
+
+	// Alarms: every alarm set and not deleted is delivered.
+	if err := retry(90*time.Second, func(context.Context) error {
+		if n := r.alarms.pending(); n > 0 {
+			return fmt.Errorf("%d alarms not delivered", n)
+		}
+		return nil
+	}); err != nil {
+		t.Logf("alarms: %v", err)
+	}
+	stopClaiming()
+	background.Wait()
+	af := r.alarms.check()
+	for _, l := range [][]string{af.lost, af.early, af.afterDelete} {
+		sort.Strings(l)
+	}
+	for _, a := range af.lost {
+		t.Errorf("alarm lost: %s never delivered", a)
+	}
+	for _, a := range af.early {
+		t.Errorf("alarm delivered early: %s", a)
+	}
+	for _, a := range af.afterDelete {
+		t.Errorf("alarm delivered after its delete: %s", a)
+	}
+	if af.unknownDeliveries > 0 {
+		t.Errorf("%d deliveries of alarms never set", af.unknownDeliveries)
+	}
+	anomalies += len(af.lost) + len(af.early) + len(af.afterDelete) + af.unknownDeliveries
+	r.summary = append(r.summary, fmt.Sprintf("alarms=%d delivered=%d redelivered=%d", af.set, af.delivered, af.redelivered))
+
+	// Replicas: every member reaches the same state.
+	if err := r.checkConverged(cl); err != nil {
+		t.Errorf("replicas: %v", err)
+		anomalies++
+	}
+
+	// Linearizability of the key/value history.
+	timeout := time.Minute
+	if r.cfg.duration > 0 {
+		timeout = 10 * time.Minute
+	}
+	res, path, err := checkLinearizable(r.h.snapshot(), end, r.faults, r.evidenceDir(), timeout)
+	switch {
+	case err != nil:
+		t.Errorf("linearizability: %v", err)
+		anomalies++
+	case res == porcupine.Illegal:
+		t.Errorf("the key/value history is not linearizable: see %s", path)
+		anomalies++
+	case res == porcupine.Unknown:
+		t.Logf("linearizability: porcupine gave up after %s", timeout)
+	}
+	r.summary = append(r.summary, "linearizable="+string(res))
+	return anomalies, lost
+}
+
+// evidenceDir is a directory that outlives the test, for the
+// visualization of a failing history.
+func (r *run) evidenceDir() string {
+	dir, err := os.MkdirTemp("", fmt.Sprintf("cairn-chaos-%s-seed%d-", r.cfg.name, r.cfg.seed))
+	if err != nil {
+		return os.TempDir()
+	}
+	return dir
+}
+
+// checkDurability checks that every acknowledged write survived the
+// final restart: a key's final state is at least as new as the last
+// acknowledged write to it. It returns how many keys lost one.
+func (r *run) checkDurability(ops []kvOp, final map[string]kvOp) int {
+	type lastWrite struct {
+		rev     uint64
+		deleted bool
+		value   string
+	}
+	last := map[string]lastWrite{}
+	unknownDelete := map[string]bool{}
+	for _, op := range ops {
+		if op.out.unknown {
+			if op.in.op == opDelete {
+				unknownDelete[op.in.key] = true
+			}
+			continue
+		}
+		var w lastWrite
+		switch {
+		case op.in.op == opPut || (op.in.op == opCAS && op.out.succeeded):
+			w = lastWrite{rev: op.out.rev, value: op.in.value}
+		case op.in.op == opDelete && op.out.deleted:
+			w = lastWrite{rev: op.out.rev, deleted: true}
+		default:
+			continue
+		}
+		if w.rev > last[op.in.key].rev {
+			last[op.in.key] = w
+		}
+	}
+	lost := 0
+	for key, w := range last {
+		f, ok := final[key]
+		if !ok {
+			continue // the final read failed, counted already
+		}
+		var why string
+		switch {
+		case w.deleted && f.out.found && f.out.rev < w.rev:
+			why = fmt.Sprintf("deleted at %d, but holds %s@%d", w.rev, f.out.value, f.out.rev)
+		case !w.deleted && f.out.found && (f.out.rev < w.rev || (f.out.rev == w.rev && f.out.value != w.value)):
+			why = fmt.Sprintf("%s written at %d, but holds %s@%d", w.value, w.rev, f.out.value, f.out.rev)
+		case !w.deleted && !f.out.found && !unknownDelete[key]:
+			why = fmt.Sprintf("%s written at %d, but the key is gone", w.value, w.rev)
+		default:
+			continue
+		}
+		r.t.Errorf("acknowledged write lost: %s: %s", key, why)
+		lost++
+	}
+	return lost
+}
+
+// checkConverged polls until every member reports the same applied index
+// and then compares their state hashes.
+func (r *run) checkConverged(cl *client.Client) error {
+	ms := r.c.members()
+	return retry(30*time.Second, func(ctx context.Context) error {
+		hashes := map[uint64]map[string][]string{}
+		for i, n := range ms {
+			h, applied, err := cl.StateHashOf(ctx, i)
+			if err != nil {
+				return fmt.Errorf("%s: %w", n.id, err)
+			}
+			if hashes[applied] == nil {
+				hashes[applied] = map[string][]string{}
+			}
+			hashes[applied][fmt.Sprintf("%x", h)] = append(hashes[applied][fmt.Sprintf("%x", h)], n.id)
+		}
+		if len(hashes) > 1 {
+			return fmt.Errorf("members at different applied indexes: %v", hashes)
+		}
+		for applied, byHash := range hashes {
+			if len(byHash) > 1 {
+				r.t.Errorf("members diverged at applied index %d: %v", applied, byHash)
+			}
+		}
+		return nil
+	})
+}
+
+// opsSummary counts the operations by kind and outcome.
+func (r *run) opsSummary() string {
+	counts := map[opKind]int{}
+	unknown := 0
+	ops := r.h.snapshot()
+	for _, op := range ops {
+		counts[op.in.op]++
+		if op.out.unknown {
+			unknown++
+		}
+	}
+	return fmt.Sprintf("ops=%d (get=%d put=%d delete=%d cas=%d unknown=%d)", len(ops), counts[opGet], counts[opPut], counts[opDelete], counts[opCAS], unknown)
+}
+
+// faultSummary counts the faults injected, by kind.
+func (r *run) faultSummary() string {
+	counts := map[string]int{}
+	for _, f := range r.faults {
+		counts[f.kind.String()]++
+	}
+	var parts []string
+	for k := faultKind(0); k < numFaultKinds; k++ {
+		if n := counts[k.String()]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s:%d", k, n))
+		}
+	}
+	return fmt.Sprintf("%d[%s]", len(r.faults), strings.Join(parts, ","))
+}
