@@ -117,7 +117,6 @@ type run struct {
 	h       *history
 	alarms  *alarmLog
 	faults  []faultRecord
-	outDir  string // where a failing run leaves its evidence
 	summary []string
 }
 
@@ -268,7 +267,10 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 		final[op.in.key] = op
 	}
 	ops := r.h.snapshot()
-	lost = r.checkDurability(ops, final)
+	for _, l := range checkDurability(ops, final) {
+		t.Errorf("acknowledged write lost: %s", l)
+		lost++
+	}
 
 	// Watches: a last write that every watcher must reach.
 	var sentinel uint64
@@ -379,8 +381,8 @@ func (r *run) evidenceDir() string {
 
 // checkDurability checks that every acknowledged write survived the
 // final restart: a key's final state is at least as new as the last
-// acknowledged write to it. It returns how many keys lost one.
-func (r *run) checkDurability(ops []kvOp, final map[string]kvOp) int {
+// acknowledged write to it. It returns the keys that lost one, and how.
+func checkDurability(ops []kvOp, final map[string]kvOp) []string {
 	type lastWrite struct {
 		rev     uint64
 		deleted bool
@@ -408,7 +410,7 @@ func (r *run) checkDurability(ops []kvOp, final map[string]kvOp) int {
 			last[op.in.key] = w
 		}
 	}
-	lost := 0
+	var lost []string
 	for key, w := range last {
 		f, ok := final[key]
 		if !ok {
@@ -425,9 +427,9 @@ func (r *run) checkDurability(ops []kvOp, final map[string]kvOp) int {
 		default:
 			continue
 		}
-		r.t.Errorf("acknowledged write lost: %s: %s", key, why)
-		lost++
+		lost = append(lost, key+": "+why)
 	}
+	sort.Strings(lost)
 	return lost
 }
 

@@ -32,17 +32,17 @@ const (
 // its Raft port (peers dial it), one in front of its gRPC port (clients
 // dial it).
 type node struct {
-	id, ip, dir          string
-	raftAddr, grpcAddr   string // the process's own ports
-	httpAddr             string
-	raftProxy, apiProxy  *Proxy
-	args                 []string
-	admin                *client.Client // straight to the process, past the proxies
-	mu                   sync.Mutex
-	cmd                  *exec.Cmd
-	done                 chan struct{}
-	paused, running      bool
-	logFile              *os.File
+	id, ip, dir         string
+	raftAddr, grpcAddr  string // the process's own ports
+	httpAddr            string
+	raftProxy, apiProxy *Proxy
+	args                []string
+	admin               *client.Client // straight to the process, past the proxies
+	mu                  sync.Mutex
+	cmd                 *exec.Cmd
+	done                chan struct{}
+	paused, running     bool
+	logFile             *os.File
 }
 
 // cluster is the set of nodes of one run.

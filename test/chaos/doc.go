@@ -47,8 +47,8 @@
 // and acknowledged writes lost.
 //
 // Short mode (go test ./...) runs a three-node and a five-node cluster in
-// parallel that between them inject each kind of fault once, in about two
-// minutes. Long mode, for soaks:
+// parallel that between them inject each kind of fault once, in about a
+// minute. Long mode, for soaks:
 //
 //	CAIRN_CHAOS_DURATION=30m CAIRN_CHAOS_SEED=42 CAIRN_CHAOS_NODES=5 \
 //	CAIRN_CHAOS_FAULTS=kill-leader,split,pause \

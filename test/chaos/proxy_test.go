@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -286,5 +287,83 @@ func (p *pipe) copy(w io.Writer, r io.Reader, from, to string) {
 		if _, err := w.Write(c.b); err != nil {
 			return
 		}
+	}
+}
+
+// TestProxyFaults: a proxy passes bytes both ways; one-way loss holds
+// them until healed, then delivers them in order; a partition closes the
+// link's connections and refuses new ones; latency delays every chunk.
+func TestProxyFaults(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); _ = c.Close() }()
+		}
+	}()
+	nw := NewNetwork()
+	nw.register("127.0.0.1", "a")
+	p, err := NewProxy(nw, "127.0.0.1:0", echo.Addr().String(), "b", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	roundTrip := func(c net.Conn, msg string, wait time.Duration) (string, error) {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		buf := make([]byte, len(msg))
+		_, err := io.ReadFull(c, buf)
+		return string(buf), err
+	}
+
+	c := dial()
+	if got, err := roundTrip(c, "x", 10*time.Second); err != nil || got != "x" {
+		t.Fatalf("through the proxy: %q, %v", got, err)
+	}
+	nw.Lose("a", "b")
+	if _, err := roundTrip(c, "y", 200*time.Millisecond); err == nil {
+		t.Fatal("bytes passed a lossy link")
+	}
+	nw.Heal()
+	buf := make([]byte, 1)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "y" {
+		t.Fatalf("held bytes after the heal: %q, %v", buf, err)
+	}
+
+	nw.Partition("a", "b")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(buf); err == nil {
+		t.Fatal("a connection across a partition stayed open")
+	}
+	if _, err := roundTrip(dial(), "z", 10*time.Second); err == nil {
+		t.Fatal("a new connection across a partition was served")
+	}
+	nw.Heal()
+
+	nw.Delay("b", 150*time.Millisecond)
+	c = dial()
+	start := time.Now()
+	if got, err := roundTrip(c, "w", 10*time.Second); err != nil || got != "w" {
+		t.Fatalf("through a slow link: %q, %v", got, err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("a round trip over a link with 150 ms each way took %s", took)
 	}
 }

@@ -1,0 +1,131 @@
+package chaos
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// These tests feed the checkers histories with known faults, so that a
+// checker that cannot fail would fail here.
+
+func put(client int, key, value string, rev uint64, call, ret int64) kvOp {
+	return kvOp{client: client, in: kvInput{op: opPut, key: key, value: value}, out: kvOutput{rev: rev}, call: call, ret: ret}
+}
+
+func get(client int, key, value string, rev uint64, call, ret int64) kvOp {
+	return kvOp{client: client, in: kvInput{op: opGet, key: key}, out: kvOutput{found: value != "", value: value, rev: rev}, call: call, ret: ret}
+}
+
+func TestLinearizabilityChecker(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ops  []kvOp
+		want porcupine.CheckResult
+	}{
+		{"sequential", []kvOp{put(0, "k", "a", 5, 0, 10), get(1, "k", "a", 5, 20, 30)}, porcupine.Ok},
+		{"concurrent read may see either", []kvOp{put(0, "k", "a", 5, 0, 10), put(0, "k", "b", 7, 20, 40), get(1, "k", "a", 5, 25, 30)}, porcupine.Ok},
+		{"stale read", []kvOp{put(0, "k", "a", 5, 0, 10), put(0, "k", "b", 7, 20, 30), get(1, "k", "a", 5, 40, 50)}, porcupine.Illegal},
+		{"lost write", []kvOp{put(0, "k", "a", 5, 0, 10), get(1, "k", "", 0, 20, 30)}, porcupine.Illegal},
+		{"revision goes back", []kvOp{put(0, "k", "a", 5, 0, 10), put(0, "k", "b", 4, 20, 30)}, porcupine.Illegal},
+		{"read of a revision not written", []kvOp{put(0, "k", "a", 5, 0, 10), get(1, "k", "a", 6, 20, 30)}, porcupine.Illegal},
+		{"unknown write may have happened", []kvOp{
+			{client: 0, in: kvInput{op: opPut, key: "k", value: "a"}, out: kvOutput{unknown: true}, call: 0, unknownSpan: true},
+			get(1, "k", "a", 9, 20, 30)}, porcupine.Ok},
+		{"unknown write may not have happened", []kvOp{
+			{client: 0, in: kvInput{op: opPut, key: "k", value: "a"}, out: kvOutput{unknown: true}, call: 0, unknownSpan: true},
+			get(1, "k", "", 0, 20, 30)}, porcupine.Ok},
+		{"cas succeeded on a value that was not there", []kvOp{put(0, "k", "a", 5, 0, 10),
+			{client: 1, in: kvInput{op: opCAS, key: "k", value: "c", expect: "b"}, out: kvOutput{succeeded: true, rev: 8}, call: 20, ret: 30}}, porcupine.Illegal},
+		{"failed cas reads the value", []kvOp{put(0, "k", "a", 5, 0, 10),
+			{client: 1, in: kvInput{op: opCAS, key: "k", value: "c", expect: "b"}, out: kvOutput{found: true, value: "a", rev: 5}, call: 20, ret: 30}}, porcupine.Ok},
+		{"delete of a missing key said deleted", []kvOp{
+			{client: 1, in: kvInput{op: opDelete, key: "k"}, out: kvOutput{deleted: true, rev: 3}, call: 0, ret: 10}}, porcupine.Illegal},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			res, path, err := checkLinearizable(tc.ops, 100, []faultRecord{{kind: killLeader, start: 5, end: 15}}, dir, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res != tc.want {
+				t.Fatalf("checker says %s, want %s", res, tc.want)
+			}
+			if res == porcupine.Illegal {
+				b, err := os.ReadFile(path)
+				if err != nil || !strings.Contains(string(b), "kill-leader") {
+					t.Fatalf("visualization %s (faults annotated): %v", path, err)
+				}
+			}
+		})
+	}
+}
+
+func TestWatchChecker(t *testing.T) {
+	ops := []kvOp{put(0, "k", "a", 5, 0, 1), put(0, "k", "b", 6, 2, 3), put(0, "j", "c", 8, 4, 5)}
+	byRev, issued := committedWrites(ops)
+	ev := func(rev uint64, key, value string) watchEvent { return watchEvent{rev: rev, key: key, value: value} }
+	for _, tc := range []struct {
+		name     string
+		segments []*segment
+		want     string
+	}{
+		{"complete", []*segment{{from: 4, revs: []uint64{5, 6, 8}, events: []watchEvent{ev(5, "k", "a"), ev(6, "k", "b"), ev(8, "j", "c")}}}, ""},
+		{"gap", []*segment{{from: 4, revs: []uint64{5, 8}, events: []watchEvent{ev(5, "k", "a"), ev(8, "j", "c")}}}, "gap"},
+		{"duplicate", []*segment{{from: 4, revs: []uint64{5, 5, 6}, events: []watchEvent{ev(5, "k", "a"), ev(5, "k", "a"), ev(6, "k", "b")}}}, "revision 5 after 5"},
+		{"wrong value", []*segment{{from: 4, revs: []uint64{5}, events: []watchEvent{ev(5, "k", "b")}}}, "answered at it was"},
+		{"never written", []*segment{{from: 4, revs: []uint64{7}, events: []watchEvent{ev(7, "k", "z")}}}, "no write issued"},
+		{"a restart may skip", []*segment{{from: 4, revs: []uint64{5}, events: []watchEvent{ev(5, "k", "a")}},
+			{from: 7, revs: []uint64{8}, events: []watchEvent{ev(8, "j", "c")}}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &watcher{segments: tc.segments}
+			problems := strings.Join(w.check(byRev, issued), "\n")
+			if (tc.want == "") != (problems == "") || !strings.Contains(problems, tc.want) {
+				t.Fatalf("problems %q, want %q", problems, tc.want)
+			}
+		})
+	}
+}
+
+func TestAlarmChecker(t *testing.T) {
+	now := time.Now()
+	l := newAlarmLog()
+	l.alarms["a/ok"] = &alarmRecord{fireAt: now, setAcked: true, claims: []claim{{sent: now, answered: now.Add(time.Millisecond)}}}
+	l.alarms["a/lost"] = &alarmRecord{fireAt: now, setAcked: true}
+	l.alarms["a/unanswered"] = &alarmRecord{fireAt: now}
+	l.alarms["a/deleted"] = &alarmRecord{fireAt: now, setAcked: true, deleteTried: true, deleteAcked: now}
+	l.alarms["a/early"] = &alarmRecord{fireAt: now, setAcked: true, claims: []claim{{sent: now.Add(-time.Second), answered: now.Add(-time.Millisecond)}}}
+	l.alarms["a/zombie"] = &alarmRecord{fireAt: now, setAcked: true, deleteTried: true, deleteAcked: now,
+		claims: []claim{{sent: now.Add(time.Second), answered: now.Add(2 * time.Second)}}}
+	f := l.check()
+	if len(f.lost) != 1 || f.lost[0] != "a/lost" {
+		t.Errorf("lost %v, want [a/lost]", f.lost)
+	}
+	if len(f.early) != 1 || !strings.HasPrefix(f.early[0], "a/early") {
+		t.Errorf("early %v, want a/early", f.early)
+	}
+	if len(f.afterDelete) != 1 || !strings.HasPrefix(f.afterDelete[0], "a/zombie") {
+		t.Errorf("after delete %v, want a/zombie", f.afterDelete)
+	}
+	if l.pending() != 1 {
+		t.Errorf("pending %d, want 1 (a/lost)", l.pending())
+	}
+}
+
+func TestDurabilityChecker(t *testing.T) {
+	ops := []kvOp{put(0, "k", "a", 5, 0, 1), put(0, "j", "b", 6, 2, 3),
+		{in: kvInput{op: opDelete, key: "i"}, out: kvOutput{deleted: true, rev: 7}}}
+	final := map[string]kvOp{
+		"k": get(9, "k", "a", 5, 10, 11), // kept
+		"j": get(9, "j", "", 0, 10, 11),  // lost: gone
+		"i": get(9, "i", "x", 3, 10, 11), // lost: deleted, back at an older revision
+	}
+	lost := checkDurability(ops, final)
+	if len(lost) != 2 || !strings.HasPrefix(lost[0], "i: deleted at 7") || !strings.HasPrefix(lost[1], "j: b written at 6") {
+		t.Fatalf("lost %q, want i and j", lost)
+	}
+}
