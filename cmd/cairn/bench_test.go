@@ -20,7 +20,7 @@ func TestBench(t *testing.T) {
 		workload string
 		args     []string
 	}{
-		{"put", []string{"--objects", "3"}},
+		{"put", []string{"--objects", "3", "--rate", "2000"}},
 		{"get", []string{"--consistency", "serializable", "--target", "followers"}},
 		{"txn", []string{"--objects", "2"}},
 		{"mixed", []string{"--read-ratio", "0.7", "--target", "all", "--connections", "4"}},
@@ -64,6 +64,29 @@ func TestBench(t *testing.T) {
 				}
 				checkOrdered(t, name+" delivery", d.latencySummary)
 			}
+		}
+	}
+
+	// ResourceExhausted answers are counted apart (as overload) and not
+	// retried: a namespace whose quota one key fills stands in for an
+	// overloaded cluster (same code; HTTP 429 over REST).
+	if out, err := runCairn(t, dir, env, "ns", "create", "tiny", "--max-object-bytes", "600"); err != nil {
+		t.Fatalf("cairn ns create: %v\n%s", err, out)
+	}
+	for _, rest := range []string{"--rest=false", "--rest=true"} {
+		out, err := runCairn(t, dir, env, "bench", "put", "--namespace", "tiny", "--keys", "20", "--ops", "40",
+			"--clients", "2", "--warmup", "0s", "-o", "json", rest)
+		if err != nil {
+			t.Fatalf("cairn bench put %s over quota: %v\n%s", rest, err, out)
+		}
+		var res benchResult
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("not one JSON line: %v\n%s", err, out)
+		}
+		exhausted := res.ErrorsByCode["ResourceExhausted"]
+		if res.Ops+res.Errors != 40 || exhausted == 0 || res.Overloaded != exhausted || res.Errors != exhausted {
+			t.Errorf("%s over quota: ops %d, errors %v, overloaded %d; want 40 in all, the errors ResourceExhausted and counted as overloaded",
+				rest, res.Ops, res.ErrorsByCode, res.Overloaded)
 		}
 	}
 

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
-	"github.com/cairndb/cairn/client"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // benchWorkload is what the workers do. op is called concurrently, once
@@ -72,38 +72,27 @@ func (benchKV) op(ctx context.Context, r *benchRun, w *benchWorker) (benchOpKind
 func (benchKV) finish(context.Context, *benchRun, *benchResult) {}
 func (benchKV) stop()                                           {}
 
-// preload writes every key of the key space once, in batches of one
-// object's keys, through the setup client (stored as the workers store
-// values: binary over gRPC, JSON strings over REST).
+// preload writes every key of the key space once, through the setup
+// client, in transactions of up to 128 puts that span objects (so that a
+// key space over a million objects takes as few Raft entries as one over
+// a single object). Values are stored as the workers store them: binary
+// over gRPC, JSON strings over REST.
 func (r *benchRun) preload(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	type batch struct {
-		object string
-		keys   []int
-	}
 	per := min(128, max(1, (512<<10)/r.o.valueSize))
-	batches := make(chan batch)
+	firsts := make(chan int)
 	go func() {
-		defer close(batches)
-		for obj := 0; obj < r.o.objects; obj++ {
-			var keys []int
-			for i := obj; i < r.o.keys; i += r.o.objects {
-				if keys = append(keys, i); len(keys) == per || i+r.o.objects >= r.o.keys {
-					select {
-					case batches <- batch{benchObject(obj), keys}:
-					case <-ctx.Done():
-						return
-					}
-					keys = nil
-				}
+		defer close(firsts)
+		for i := 0; i < r.o.keys; i += per {
+			select {
+			case firsts <- i:
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()
-	var value any = r.workers[0].value
-	if r.o.rest {
-		value = string(r.workers[0].value)
-	}
+	value := r.workers[0].value
 	start := time.Now()
 	var written atomic.Int64
 	var firstErr error
@@ -111,16 +100,25 @@ func (r *benchRun) preload(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range min(r.o.clients, 16) {
 		wg.Go(func() {
-			for b := range batches {
-				puts := make([]client.Put, len(b.keys))
-				for j, i := range b.keys {
-					puts[j] = client.Put{Key: benchKey(i), Value: value}
+			for first := range firsts {
+				req := &cairnv1.TxnRequest{Namespace: r.o.namespace}
+				for i := first; i < min(first+per, r.o.keys); i++ {
+					put := &cairnv1.PutOp{Object: benchObject(i % r.o.objects), Key: benchKey(i)}
+					if r.o.rest {
+						put.Content = &cairnv1.PutOp_Value{Value: structpb.NewStringValue(string(value))}
+					} else {
+						put.Content = &cairnv1.PutOp_BinaryValue{BinaryValue: value}
+					}
+					req.Success = append(req.Success, &cairnv1.TxnOp{Op: &cairnv1.TxnOp_Put{Put: put}})
 				}
-				if _, err := r.setup.BatchWrite(ctx, r.o.namespace, b.object, puts, nil); err != nil {
-					once.Do(func() { firstErr = fmt.Errorf("preloading %s: %w", b.object, err); cancel() })
+				if _, err := r.setup.Txn(ctx, req); err != nil {
+					once.Do(func() {
+						firstErr = fmt.Errorf("preloading keys %d to %d: %w", first, first+len(req.Success)-1, err)
+						cancel()
+					})
 					return
 				}
-				r.progress.show("preload", time.Since(start), written.Add(int64(len(puts))), 0)
+				r.progress.show("preload", time.Since(start), written.Add(int64(len(req.Success))), 0)
 			}
 		})
 	}
