@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -16,6 +17,7 @@ var (
 	ErrCompareFailed      = errors.New("client: expected revision did not hold")
 	ErrFailedPrecondition = errors.New("client: failed precondition")
 	ErrQuotaExceeded      = errors.New("client: quota exceeded")
+	ErrOverloaded         = errors.New("client: node overloaded, retry later")
 	ErrRequestIDReused    = errors.New("client: request id reused for another request")
 	ErrCompacted          = errors.New("client: revision compacted")
 	ErrUnavailable        = errors.New("client: cluster unavailable")
@@ -30,8 +32,11 @@ type Error struct {
 	Code    codes.Code
 	Message string
 	// Reason is the ErrorInfo reason the server attached, if any
-	// (REVISION_MISMATCH).
+	// (REVISION_MISMATCH, OVERLOADED).
 	Reason string
+	// RetryAfter is the server's hint of when to try again (overload); 0
+	// when it gave none.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Code.String() + ": " + e.Message }
@@ -48,7 +53,9 @@ func (e *Error) Is(target error) bool {
 	case ErrFailedPrecondition:
 		return e.Code == codes.FailedPrecondition
 	case ErrQuotaExceeded:
-		return e.Code == codes.ResourceExhausted
+		return e.Code == codes.ResourceExhausted && e.Reason != "OVERLOADED"
+	case ErrOverloaded:
+		return e.Code == codes.ResourceExhausted && e.Reason == "OVERLOADED"
 	case ErrRequestIDReused:
 		return e.Code == codes.AlreadyExists
 	case ErrCompacted:
@@ -78,8 +85,11 @@ func wrap(err error) error {
 	}
 	e := &Error{Code: st.Code(), Message: st.Message()}
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			e.Reason = info.Reason
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			e.Reason = d.Reason
+		case *errdetails.RetryInfo:
+			e.RetryAfter = d.GetRetryDelay().AsDuration()
 		}
 	}
 	return e

@@ -53,6 +53,15 @@ type Config struct {
 	// MaxConcurrentStreams bounds the concurrent calls on one client
 	// connection to the gRPC port. 0 means 1024.
 	MaxConcurrentStreams uint32
+	// MaxInflightRequests bounds the unary API calls this node serves at
+	// once; past it calls fail at once with RESOURCE_EXHAUSTED (HTTP 429)
+	// and a retry hint. 0 means 4096.
+	MaxInflightRequests int
+	// MaxInflightProposals bounds the writes the leader has handed to Raft
+	// and not yet applied (its own clients' and those followers forward);
+	// past it writes fail at once the same way, so the latency of admitted
+	// writes stays bounded. 0 means 1024.
+	MaxInflightProposals int
 	// MaxHeaderBytes bounds the headers of a REST request and the metadata
 	// of a gRPC call. 0 means 64 KiB.
 	MaxHeaderBytes int
@@ -106,6 +115,8 @@ func DefaultConfig() Config {
 		RequestTimeout:   15 * time.Second,
 
 		MaxConcurrentStreams: 1024,
+		MaxInflightRequests:  4096,
+		MaxInflightProposals: 1024,
 		MaxHeaderBytes:       64 << 10,
 		HTTPReadTimeout:      60 * time.Second,
 		HTTPIdleTimeout:      120 * time.Second,
@@ -141,6 +152,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = d.MaxConcurrentStreams
+	}
+	if c.MaxInflightRequests == 0 {
+		c.MaxInflightRequests = d.MaxInflightRequests
+	}
+	if c.MaxInflightProposals == 0 {
+		c.MaxInflightProposals = d.MaxInflightProposals
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = d.MaxHeaderBytes
@@ -192,6 +209,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 0 {
 		errs = append(errs, errors.New("server: MaxHeaderBytes must not be negative"))
+	}
+	if c.MaxInflightRequests < 0 || c.MaxInflightProposals < 0 {
+		errs = append(errs, errors.New("server: MaxInflightRequests and MaxInflightProposals must not be negative"))
 	}
 	if c.TLS.Enabled() && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("server: TLS needs CertFile and KeyFile together"))

@@ -166,10 +166,14 @@ func keyPathFix(next http.Handler) http.Handler {
 
 // httpError is the gateway's error handler: the default mapping of gRPC
 // codes to HTTP statuses, except that a conditional write whose expected
-// revision did not hold answers 412 Precondition Failed.
+// revision did not hold answers 412 Precondition Failed, and a status with
+// a retry hint (overload) sets Retry-After.
 func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition && hasReason(st, ReasonRevisionMismatch) {
-		w = statusWriter{ResponseWriter: w, status: http.StatusPreconditionFailed}
+	if st, ok := status.FromError(err); ok {
+		if st.Code() == codes.FailedPrecondition && hasReason(st, ReasonRevisionMismatch) {
+			w = statusWriter{ResponseWriter: w, status: http.StatusPreconditionFailed}
+		}
+		retryAfter(w, st)
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }

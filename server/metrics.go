@@ -13,12 +13,13 @@ import (
 // metrics are one server's Prometheus metrics, in a registry of its own
 // (several nodes may share a process under `cairn dev`).
 type metrics struct {
-	reg       *prometheus.Registry
-	requests  *prometheus.CounterVec
-	latency   *prometheus.HistogramVec
-	forwarded *prometheus.CounterVec
-	proposals prometheus.Histogram
-	watches   prometheus.Gauge
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	forwarded  *prometheus.CounterVec
+	proposals  prometheus.Histogram
+	watches    prometheus.Gauge
+	overloaded *prometheus.CounterVec
 }
 
 func newMetrics(node Node) *metrics {
@@ -39,6 +40,9 @@ func newMetrics(node Node) *metrics {
 		Name: "cairn_propose_seconds", Help: "Time from proposing a command on the leader until it is committed and applied there.",
 		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 	})
+	m.overloaded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cairn_overloaded_total", Help: "Requests refused with RESOURCE_EXHAUSTED because a bound on work in flight was reached, by bound (requests, proposals).",
+	}, []string{"bound"})
 	m.watches = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_watch_streams", Help: "Watch streams this node is serving."})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
@@ -46,7 +50,7 @@ func newMetrics(node Node) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.latency, m.forwarded, m.proposals, m.watches,
+		m.requests, m.latency, m.forwarded, m.proposals, m.watches, m.overloaded,
 		gauge("cairn_raft_term", "Current Raft term.", func() float64 { return float64(node.Status().Term) }),
 		gauge("cairn_raft_commit_index", "Raft commit index.", func() float64 { return float64(node.Status().CommitIndex) }),
 		gauge("cairn_raft_applied_index", "Index the state machine has applied.", func() float64 { return float64(node.AppliedIndex()) }),

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"time"
 
 	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
 	"github.com/cairndb/cairn/raftnode"
@@ -19,11 +18,7 @@ func (i *peerService) Propose(ctx context.Context, req *peerv1.ProposeRequest) (
 	if req.GetCommand().GetOp() == nil {
 		return nil, invalidf("command has no operation")
 	}
-	start := time.Now()
-	res, err := i.s.node.Apply(ctx, req.Command)
-	if !errors.Is(err, raftnode.ErrNotLeader) {
-		i.s.metrics.proposals.Observe(time.Since(start).Seconds())
-	}
+	res, err := i.s.applyHere(ctx, req.Command)
 	if errors.Is(err, raftnode.ErrNotLeader) {
 		return &peerv1.ProposeResponse{NotLeader: true}, nil
 	}

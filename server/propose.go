@@ -57,12 +57,7 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftcmdv1.Command) (*raft
 		return nil, err
 	}
 	if conn == nil {
-		start := time.Now()
-		res, err := s.node.Apply(ctx, cmd)
-		if err == nil || !errors.Is(err, raftnode.ErrNotLeader) {
-			s.metrics.proposals.Observe(time.Since(start).Seconds())
-		}
-		return res, err
+		return s.applyHere(ctx, cmd)
 	}
 	s.metrics.forwarded.WithLabelValues("propose").Inc()
 	resp, err := peerClient(conn).Propose(ctx, &peerv1.ProposeRequest{Command: cmd})
@@ -75,6 +70,22 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftcmdv1.Command) (*raft
 		return nil, errNotLeaderAnymore
 	}
 	return resp.Result, nil
+}
+
+// applyHere hands cmd to Raft on this node, the leader, within the bound
+// on proposals in flight (overload.go).
+func (s *Server) applyHere(ctx context.Context, cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
+	if err := s.proposals.enter(s.node.ID()); err != nil {
+		s.metrics.overloaded.WithLabelValues("proposals").Inc()
+		return nil, err
+	}
+	defer s.proposals.leave()
+	start := time.Now()
+	res, err := s.node.Apply(ctx, cmd)
+	if !errors.Is(err, raftnode.ErrNotLeader) {
+		s.metrics.proposals.Observe(time.Since(start).Seconds())
+	}
+	return res, err
 }
 
 // retryable reports whether a failed attempt may be repeated: always when

@@ -17,6 +17,7 @@ import (
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"github.com/cairndb/cairn/auth"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/test/bufconn"
 )
@@ -40,6 +41,9 @@ type Server struct {
 	alarmMetrics                 *alarmMetrics
 	alarmClient                  *http.Client // webhook deliveries
 
+	requests  *gate // unary calls in flight here (overload.go)
+	proposals *gate // writes in flight through Raft while this node leads
+
 	verifier *auth.Verifier    // nil: no authentication
 	tls      *tls.Config       // the client API's; nil: plain text
 	gwLis    *bufconn.Listener // the gateway's in-memory connection to the API
@@ -57,7 +61,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("server: Deps.Node, Deps.State and Deps.Watch are required")
 	}
 	cfg = cfg.withDefaults()
-	return &Server{cfg: cfg, node: deps.Node, state: deps.State, hub: deps.Watch, log: cfg.Logger}, nil
+	return &Server{cfg: cfg, node: deps.Node, state: deps.State, hub: deps.Watch, log: cfg.Logger,
+		requests:  newGate("requests", "max_inflight_requests", cfg.MaxInflightRequests),
+		proposals: newGate("writes", "max_inflight_proposals", cfg.MaxInflightProposals),
+	}, nil
 }
 
 // Start binds the gRPC and HTTP listeners and serves until Stop.
@@ -78,6 +85,12 @@ func (s *Server) Start() error {
 	s.secureListeners()
 	s.gwLis = newGatewayListener()
 	s.metrics = newMetrics(s.node)
+	s.metrics.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_inflight_requests", Help: "Unary API calls this node is serving (bounded by --max-inflight-requests)."},
+			func() float64 { return float64(s.requests.inflight()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_inflight_proposals", Help: "Writes this node, as leader, has handed to Raft and not yet applied (bounded by --max-inflight-proposals)."},
+			func() float64 { return float64(s.proposals.inflight()) }),
+	)
 	s.metrics.reg.MustRegister(shardCollector{state: s.state})
 	s.alarmMetrics = newAlarmMetrics(s.metrics.reg, s.state)
 	s.alarmClient = newWebhookClient(s.cfg.AlarmConcurrency)
@@ -197,6 +210,7 @@ func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
 		s.metrics.unary,
 		recoverUnary(s.log),
+		s.admitUnary,
 		s.authUnary,
 		deadlineUnary(s.cfg.RequestTimeout),
 		statusUnary,

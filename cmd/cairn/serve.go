@@ -24,6 +24,8 @@ type serveFlags struct {
 	bootstrap                    bool
 	join                         []string
 	maxValueBytes                int
+	maxInflightRequests          int
+	maxInflightProposals         int
 	corsOrigins                  []string
 	historyRevisions             int
 	joinAsNonvoter               bool
@@ -90,6 +92,9 @@ certs). SIGHUP re-reads the public key and JWKS files.`,
 	fl.BoolVar(&f.bootstrap, "bootstrap", false, "form a new one-node cluster of this node")
 	fl.StringSliceVar(&f.join, "join", nil, "join the cluster through a member's gRPC or http:// address (repeatable)")
 	fl.IntVar(&f.maxValueBytes, "max-value-bytes", 1<<20, "largest value one key may hold")
+	sd := server.DefaultConfig()
+	fl.IntVar(&f.maxInflightRequests, "max-inflight-requests", sd.MaxInflightRequests, "API calls served at once; past it calls fail at once with RESOURCE_EXHAUSTED (HTTP 429) and a retry hint")
+	fl.IntVar(&f.maxInflightProposals, "max-inflight-proposals", sd.MaxInflightProposals, "writes the leader has in flight through Raft; past it writes fail at once with RESOURCE_EXHAUSTED (HTTP 429) and a retry hint")
 	fl.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "browser origin allowed to call the REST API cross-origin (repeatable; * for any)")
 	fl.StringVar(&f.configFile, "config", "", "read settings from this file: one \"flag = value\" per line (command line and CAIRN_* win)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -164,6 +169,7 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	sc.GRPCAddr, sc.HTTPAddr = f.grpcAddr, f.httpAddr
 	sc.AdvertiseGRPCAddr, sc.AdvertiseHTTPAddr = f.grpcAdvertise, f.httpAdvertise
 	sc.MaxValueBytes = f.maxValueBytes
+	sc.MaxInflightRequests, sc.MaxInflightProposals = f.maxInflightRequests, f.maxInflightProposals
 	sec, err := f.sec.resolve(len(f.join) > 0)
 	if err != nil {
 		errs = append(errs, err)
