@@ -43,6 +43,7 @@ type e2eNode struct {
 	raft, grpc, httpAddr string
 	args                 []string
 	env                  []string
+	bin                  string // the binary to run; empty: this build's
 	p                    *proc
 }
 
@@ -69,6 +70,10 @@ func newE2ENode(t *testing.T, id string, raftPort, grpcPort, httpPort int, extra
 // start starts (or restarts) the node's process with its flags.
 func (n *e2eNode) start(t *testing.T) {
 	t.Helper()
+	if n.bin != "" {
+		n.p = startBinary(t, n.bin, n.dir, n.env, n.args...)
+		return
+	}
 	n.p = startCairnEnv(t, n.dir, n.env, n.args...)
 }
 
@@ -82,7 +87,15 @@ func startCairnEnv(t *testing.T, dir string, env []string, args ...string) *proc
 	if len(env) == 0 && !hasCairnEnv() {
 		return startCairn(t, dir, args...)
 	}
-	p := &proc{cmd: exec.Command(cairnBin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	return startBinary(t, cairnBin, dir, env, args...)
+}
+
+// startBinary starts bin (this build or another one) with args in dir, with
+// env added to a CAIRN_*-free environment; the process is killed when the
+// test ends.
+func startBinary(t *testing.T, bin, dir string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Dir = dir
 	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

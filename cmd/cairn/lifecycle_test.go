@@ -133,10 +133,11 @@ func checkAcked(t *testing.T, ns string, endpoints []string, acked []ackedWrite)
 	}
 }
 
-// startThreeNodes starts three `cairn serve` processes forming one cluster
-// with --initial-cluster, each with extra flags, and waits until they are
-// ready; it returns the nodes and their gRPC endpoints.
-func startThreeNodes(t *testing.T, extra ...string) ([]*e2eNode, []string) {
+// startThreeNodes starts three `cairn serve` processes of bin (empty: this
+// build) forming one cluster with --initial-cluster, each with extra
+// flags, and waits until they are ready; it returns the nodes and their
+// gRPC endpoints.
+func startThreeNodes(t *testing.T, bin string, extra ...string) ([]*e2eNode, []string) {
 	t.Helper()
 	ports := freePorts(t, 9)
 	var initial []string
@@ -148,6 +149,7 @@ func startThreeNodes(t *testing.T, extra ...string) ([]*e2eNode, []string) {
 	for i := 0; i < 3; i++ {
 		args := append([]string{"--initial-cluster", strings.Join(initial, ",")}, extra...)
 		n := newE2ENode(t, fmt.Sprintf("n%d", i+1), ports[i], ports[3+i], ports[6+i], args...)
+		n.bin = bin
 		n.start(t)
 		nodes = append(nodes, n)
 		endpoints = append(endpoints, n.grpc)
@@ -181,7 +183,7 @@ var handedOver = regexp.MustCompile(`msg="shutdown: leadership handed over" to=(
 // its API drains and it exits; the other nodes then name that node as
 // leader. No acknowledged write is lost.
 func TestGracefulStopLeaderUnderLoad(t *testing.T) {
-	nodes, endpoints := startThreeNodes(t, "--log-level", "info")
+	nodes, endpoints := startThreeNodes(t, "", "--log-level", "info")
 	const ns = "lifecycle"
 	mustREST(t, http.MethodPut, nsURL(nodes[0].base(), ns), map[string]any{}, nil)
 	leader := nodeByID(t, waitMembers(t, nodes[0].base(), nodes...), nodes)
