@@ -59,9 +59,10 @@ RESULTS=$OUTDIR/results.jsonl
 : >"$RESULTS"
 PIDS=()
 cleanup() {
+  local pid end=$((SECONDS + 15))
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < end)); do sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done
   if [[ $KEEP == 0 ]]; then rm -rf "$OUTDIR"; fi
@@ -98,7 +99,7 @@ for i in 1 2 3; do
     --raft-addr "127.0.0.1:$(port $((20 + i)))" --grpc-addr "127.0.0.1:$(port $((10 + i)))" \
     --http-addr "127.0.0.1:$(port "$i")" --initial-cluster "${initial%,}" \
     >"$OUTDIR/cairn-n$i.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!) && disown
 done
 etcd_cluster=""
 for i in 1 2 3; do etcd_cluster+="e$i=http://127.0.0.1:$(port $((40 + i))),"; done
@@ -110,7 +111,7 @@ for i in 1 2 3; do
     --initial-advertise-peer-urls "http://127.0.0.1:$(port $((40 + i)))" \
     --initial-cluster "${etcd_cluster%,}" --initial-cluster-token cairn-compare --initial-cluster-state new \
     >"$OUTDIR/etcd-e$i.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!) && disown
 done
 
 # until SECONDS CMD...: retry CMD every 0.2 s for up to SECONDS.

@@ -93,7 +93,7 @@ pause, not retried. Progress shows on stderr when it is a terminal.`,
 	addConnectionFlags(f)
 	f.BoolVar(&o.rest, "rest", false, "measure the REST gateway (HTTP/JSON) instead of gRPC")
 	f.IntVar(&o.clients, "clients", 1, "concurrent clients")
-	f.IntVar(&o.connections, "connections", 0, "gRPC connections the clients share (0: one per target node)")
+	f.IntVar(&o.connections, "connections", 0, "gRPC connections the clients share (0: one per target node); over REST each client has its own")
 	f.DurationVar(&o.duration, "duration", 10*time.Second, "how long to measure")
 	f.Int64Var(&o.ops, "ops", 0, "measure this many operations instead of a duration")
 	f.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before measuring")

@@ -58,12 +58,12 @@ func (res *benchResult) writeText(out io.Writer) {
 	if res.Rate > 0 {
 		loop = fmt.Sprintf("open loop at %g ops/s", res.Rate)
 	}
-	via := "gRPC"
+	via := fmt.Sprintf("%d gRPC connection(s)", res.Conns)
 	if res.Target == "cairn-rest" {
-		via = "REST"
+		via = "REST, a keep-alive connection each,"
 	}
-	fmt.Fprintf(out, "cairn bench %s: %d clients, %d %s connection(s) to %s (%s), %s\n",
-		res.Mode, res.Clients, res.Conns, via, res.Nodes, res.Endpoints, loop)
+	fmt.Fprintf(out, "cairn bench %s: %d clients, %s to %s (%s), %s\n",
+		res.Mode, res.Clients, via, res.Nodes, res.Endpoints, loop)
 	extra := ""
 	if res.ReadConsistency != "" {
 		extra = ", " + res.ReadConsistency + " reads"

@@ -86,9 +86,7 @@ func (w *benchWorker) pick(o *benchOptions) (object, key string) {
 // connect finds the target nodes, makes sure the namespace exists, and
 // opens the connections and the workers.
 func (r *benchRun) connect(ctx context.Context) error {
-	setupCfg := r.cfg
-	setupCfg.RequestTimeout = max(r.cfg.RequestTimeout, 30*time.Second)
-	c, err := client.New(setupCfg)
+	c, err := client.New(r.cfg)
 	if err != nil {
 		return err
 	}
@@ -335,7 +333,9 @@ func processCPU() time.Duration {
 // benchProgress is the one updating status line on a terminal's stderr;
 // it writes nothing when stderr is not a terminal.
 type benchProgress struct {
-	w     io.Writer
+	w io.Writer
+
+	mu    sync.Mutex // preload's goroutines report concurrently
 	shown bool
 }
 
@@ -352,12 +352,16 @@ func (p *benchProgress) show(phase string, elapsed time.Duration, done, failed i
 	if p.w == nil {
 		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.shown = true
 	fmt.Fprintf(p.w, "\r\033[K%s  %5.1fs  %d ops  %.0f ops/s  %d errors", phase, elapsed.Seconds(), done,
 		float64(done)/elapsed.Seconds(), failed)
 }
 
 func (p *benchProgress) clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.shown {
 		fmt.Fprint(p.w, "\r\033[K")
 		p.shown = false

@@ -301,7 +301,7 @@ func (b *benchWatch) prepare(ctx context.Context, r *benchRun) error {
 }
 
 func (b *benchWatch) op(ctx context.Context, r *benchRun, w *benchWorker) (benchOpKind, error) {
-	strconv.AppendInt(w.value[:0], time.Now().UnixNano(), 10)
+	strconv.AppendInt(w.value[:0], time.Now().UnixNano(), 10) // the send time over the value's first bytes
 	return benchWrite, w.conn.put(ctx, benchObject(0), benchKey(w.rng.IntN(r.o.keys)), w.value)
 }
 
