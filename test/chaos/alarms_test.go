@@ -27,6 +27,7 @@ type alarmRecord struct {
 	deleteTried  bool      // a delete was sent
 	deleteAcked  time.Time // when a delete was answered; zero if not
 	claims       []claim
+	dropped      int // claims the worker did not ack, as if it crashed
 }
 
 // claim is one delivery: when the claim was sent and when it was answered.
@@ -107,8 +108,11 @@ func writeUntilAnswered(ctx context.Context, write func(context.Context) error) 
 	return false
 }
 
-// claimAlarms claims and acks due alarms as worker until ctx ends.
-func claimAlarms(ctx context.Context, worker string, c *cluster, log *alarmLog) {
+// claimAlarms claims and acks due alarms as worker until ctx ends. One
+// claim in ten it does not ack, as a worker that crashed would not: the
+// lease must expire and the alarm be delivered again.
+func claimAlarms(ctx context.Context, worker string, seed int64, c *cluster, log *alarmLog) {
+	rng := rand.New(rand.NewSource(seed))
 	eps, _ := c.endpoints()
 	cl, err := client.New(client.Config{Endpoints: eps, RequestTimeout: 5 * time.Second, RetryFor: 5 * time.Second})
 	if err != nil {
@@ -131,14 +135,22 @@ func claimAlarms(ctx context.Context, worker string, c *cluster, log *alarmLog) 
 		var acks []*cairnv1.AlarmAck
 		log.mu.Lock()
 		for _, a := range claimed {
-			if rec := log.alarms[a.Object+"/"+a.Name]; rec != nil {
-				rec.claims = append(rec.claims, claim{sent: sent, answered: now})
-			} else {
+			rec := log.alarms[a.Object+"/"+a.Name]
+			if rec == nil {
 				log.unknown++
+			} else {
+				rec.claims = append(rec.claims, claim{sent: sent, answered: now})
+			}
+			if rec != nil && rng.Intn(10) == 0 {
+				rec.dropped++
+				continue
 			}
 			acks = append(acks, &cairnv1.AlarmAck{Object: a.Object, Name: a.Name, LeaseId: a.LeaseId, Result: &cairnv1.AlarmAck_Done{Done: true}})
 		}
 		log.mu.Unlock()
+		if len(acks) == 0 {
+			continue
+		}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, _ = cl.AckAlarms(actx, alarmNamespace, acks) // a lost ack only means a redelivery
 		cancel()
@@ -146,13 +158,13 @@ func claimAlarms(ctx context.Context, worker string, c *cluster, log *alarmLog) 
 }
 
 // pending counts the alarms that must still be delivered: set
-// (answered), not deleted, and not yet claimed.
+// (answered), not deleted, and not yet claimed by a worker that acked.
 func (l *alarmLog) pending() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
 	for _, a := range l.alarms {
-		if a.setAcked && !a.deleteTried && len(a.claims) == 0 {
+		if a.setAcked && !a.deleteTried && len(a.claims) <= a.dropped {
 			n++
 		}
 	}
@@ -161,13 +173,13 @@ func (l *alarmLog) pending() int {
 
 // alarmFindings are the alarm checker's results.
 type alarmFindings struct {
-	set, delivered, redelivered int
-	lost, early, afterDelete    []string
-	unknownDeliveries           int
+	set, delivered, redelivered, dropped int
+	lost, early, afterDelete             []string
+	unknownDeliveries                    int
 }
 
 // check checks the deliveries: every alarm set and not deleted was
-// delivered at least once, none before its fire_at, none that a claim
+// delivered at least once, and again after a claim that was not acked, none before its fire_at, none that a claim
 // made after its delete was answered, and none that was never set.
 func (l *alarmLog) check() alarmFindings {
 	l.mu.Lock()
@@ -181,8 +193,12 @@ func (l *alarmLog) check() alarmFindings {
 			f.delivered++
 			f.redelivered += len(a.claims) - 1
 		}
-		if a.setAcked && !a.deleteTried && len(a.claims) == 0 {
+		f.dropped += a.dropped
+		switch {
+		case a.setAcked && !a.deleteTried && len(a.claims) == 0:
 			f.lost = append(f.lost, key)
+		case a.setAcked && !a.deleteTried && len(a.claims) <= a.dropped:
+			f.lost = append(f.lost, key+" (its lease expired unacked, and it was not delivered again)")
 		}
 		for _, c := range a.claims {
 			if c.answered.Before(a.fireAt) {

@@ -158,11 +158,14 @@ func runChaos(t *testing.T, cfg runConfig) {
 	background.Add(3)
 	go func() { defer background.Done(); setAlarms(alarmSet, cfg.seed, c, r.alarms) }()
 	for i := 0; i < 2; i++ {
-		go func() { defer background.Done(); claimAlarms(claimers, fmt.Sprintf("worker-%d", i), c, r.alarms) }()
+		go func() {
+			defer background.Done()
+			claimAlarms(claimers, fmt.Sprintf("worker-%d", i), cfg.seed+int64(i), c, r.alarms)
+		}()
 	}
 	watching, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	watchers := []*watcher{{}, {}}
+	watchers := []*watcher{{start: r.h.start}, {start: r.h.start}}
 	for _, w := range watchers {
 		background.Add(1)
 		go func() { defer background.Done(); w.watch(watching, c) }()
@@ -267,6 +270,10 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 		final[op.in.key] = op
 	}
 	ops := r.h.snapshot()
+	for _, p := range checkRevisions(ops) {
+		t.Errorf("revisions: %s", p)
+		anomalies++
+	}
 	for _, l := range checkDurability(ops, final) {
 		t.Errorf("acknowledged write lost: %s", l)
 		lost++
@@ -307,9 +314,13 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 			events += len(s.events)
 		}
 		restarts += w.restarts
-		if w.lastError != nil {
-			t.Logf("watcher %d restarted %d times, last because of: %v", i, w.restarts, w.lastError)
+		for _, e := range w.errors {
+			t.Logf("watcher %d restarted at %s", i, e)
 		}
+	}
+	for _, p := range checkAppliedOnce(watchers) {
+		t.Errorf("exactly-once: %s", p)
+		anomalies++
 	}
 	r.summary = append(r.summary, fmt.Sprintf("watch-events=%d watch-restarts=%d", events, restarts))
 
@@ -341,7 +352,7 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 		t.Errorf("%d deliveries of alarms never set", af.unknownDeliveries)
 	}
 	anomalies += len(af.lost) + len(af.early) + len(af.afterDelete) + af.unknownDeliveries
-	r.summary = append(r.summary, fmt.Sprintf("alarms=%d delivered=%d redelivered=%d", af.set, af.delivered, af.redelivered))
+	r.summary = append(r.summary, fmt.Sprintf("alarms=%d delivered=%d redelivered=%d unacked=%d", af.set, af.delivered, af.redelivered, af.dropped))
 
 	// Replicas: every member reaches the same state.
 	if err := r.checkConverged(cl); err != nil {

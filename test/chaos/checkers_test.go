@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"os"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -101,9 +102,12 @@ func TestAlarmChecker(t *testing.T) {
 	l.alarms["a/early"] = &alarmRecord{fireAt: now, setAcked: true, claims: []claim{{sent: now.Add(-time.Second), answered: now.Add(-time.Millisecond)}}}
 	l.alarms["a/zombie"] = &alarmRecord{fireAt: now, setAcked: true, deleteTried: true, deleteAcked: now,
 		claims: []claim{{sent: now.Add(time.Second), answered: now.Add(2 * time.Second)}}}
+	l.alarms["a/redelivered"] = &alarmRecord{fireAt: now, setAcked: true, dropped: 1, claims: []claim{{sent: now, answered: now}, {sent: now, answered: now}}}
+	l.alarms["a/expired"] = &alarmRecord{fireAt: now, setAcked: true, dropped: 1, claims: []claim{{sent: now, answered: now}}}
 	f := l.check()
-	if len(f.lost) != 1 || f.lost[0] != "a/lost" {
-		t.Errorf("lost %v, want [a/lost]", f.lost)
+	sort.Strings(f.lost)
+	if len(f.lost) != 2 || !strings.HasPrefix(f.lost[0], "a/expired (its lease expired") || f.lost[1] != "a/lost" {
+		t.Errorf("lost %q, want a/expired and a/lost", f.lost)
 	}
 	if len(f.early) != 1 || !strings.HasPrefix(f.early[0], "a/early") {
 		t.Errorf("early %v, want a/early", f.early)
@@ -111,8 +115,8 @@ func TestAlarmChecker(t *testing.T) {
 	if len(f.afterDelete) != 1 || !strings.HasPrefix(f.afterDelete[0], "a/zombie") {
 		t.Errorf("after delete %v, want a/zombie", f.afterDelete)
 	}
-	if l.pending() != 1 {
-		t.Errorf("pending %d, want 1 (a/lost)", l.pending())
+	if l.pending() != 2 {
+		t.Errorf("pending %d, want 2 (a/lost, a/expired)", l.pending())
 	}
 }
 
@@ -127,5 +131,29 @@ func TestDurabilityChecker(t *testing.T) {
 	lost := checkDurability(ops, final)
 	if len(lost) != 2 || !strings.HasPrefix(lost[0], "i: deleted at 7") || !strings.HasPrefix(lost[1], "j: b written at 6") {
 		t.Fatalf("lost %q, want i and j", lost)
+	}
+}
+
+func TestRevisionChecker(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ops  []kvOp
+		want string
+	}{
+		{"in order across keys", []kvOp{put(0, "k", "a", 5, 0, 10), put(1, "j", "b", 7, 20, 30), put(2, "i", "c", 6, 5, 25)}, ""},
+		{"real time across keys", []kvOp{put(0, "k", "a", 9, 0, 10), put(1, "j", "b", 7, 20, 30)}, "smaller revision"},
+		{"one revision, two writes", []kvOp{put(0, "k", "a", 9, 0, 10), put(1, "j", "b", 9, 5, 30)}, "two writes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			problems := strings.Join(checkRevisions(tc.ops), "\n")
+			if (tc.want == "") != (problems == "") || !strings.Contains(problems, tc.want) {
+				t.Fatalf("problems %q, want %q", problems, tc.want)
+			}
+		})
+	}
+	twice := &watcher{segments: []*segment{{from: 1, events: []watchEvent{{rev: 5, key: "k", value: "a"}}},
+		{from: 6, events: []watchEvent{{rev: 8, key: "k", value: "a"}}}}}
+	if p := checkAppliedOnce([]*watcher{twice}); len(p) != 1 {
+		t.Fatalf("a put applied at two revisions: %q", p)
 	}
 }

@@ -14,8 +14,10 @@
 // Faults, at times drawn from the seed, one after another, each held for
 // one to four seconds and then healed: kill -9 of a follower, the leader
 // or any node, then a restart; SIGSTOP … SIGCONT; the leader partitioned
-// from its peers; a minority split from the majority; one-way loss (a
-// node's bytes to its peers held, theirs to it delivered); added latency
+// from its peers; a minority split from the majority (and, half the
+// time, from the clients); one-way loss (a node's bytes to its peers
+// held, theirs to it delivered; or the leader's answers to clients lost,
+// so that clients retry writes that happened); added latency
 // on a node's links; leader transfer; a member removed under load and a
 // fresh node added; every node killed at once; a node down while the
 // others compact their logs past it, so that it must install a snapshot.

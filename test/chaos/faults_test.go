@@ -155,29 +155,42 @@ func (r *run) inject(f fault) (string, error) {
 		rng := rand.New(rand.NewSource(int64(f.pick)))
 		rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 		minority, majority := shuffled[:(len(shuffled)-1)/2], shuffled[(len(shuffled)-1)/2:]
+		clients := "clients reach both sides"
 		for _, a := range minority {
 			for _, b := range majority {
 				r.c.net.Partition(a.id, b.id)
 			}
-		}
-		hold()
-		r.c.net.Heal()
-		return fmt.Sprintf("split %v | %v (leader %s)", ids(minority), ids(majority), leader.id), nil
-	case oneWayLoss:
-		// Half the time the leader goes deaf-mute to its peers (they
-		// hear nothing from it, it hears them); otherwise a follower.
-		victim := leader
-		if f.pick%2 == 1 {
-			victim = pickNode(followers)
-		}
-		for _, n := range members {
-			if n != victim {
-				r.c.net.Lose(victim.id, n.id)
+			if f.pick%2 == 1 {
+				r.c.net.Partition(a.id, clientSide)
+				clients = "clients reach the majority only"
 			}
 		}
 		hold()
 		r.c.net.Heal()
-		return "one-way loss from " + victim.id + " (leader " + leader.id + ")", nil
+		return fmt.Sprintf("split %v | %v (leader %s, %s)", ids(minority), ids(majority), leader.id, clients), nil
+	case oneWayLoss:
+		// A third of the time the leader goes mute to its peers (they
+		// hear nothing from it, it hears them), a third a follower does,
+		// and a third the leader's answers to clients are lost while
+		// their requests arrive: clients time out on writes that
+		// happened and retry them, with their request ids, elsewhere.
+		switch f.pick % 3 {
+		case 2:
+			r.c.net.Lose(leader.id, clientSide)
+			hold()
+			r.c.net.Heal()
+			return "answers from leader " + leader.id + " to clients lost", nil
+		case 1:
+			leader = pickNode(followers)
+		}
+		for _, n := range members {
+			if n != leader {
+				r.c.net.Lose(leader.id, n.id)
+			}
+		}
+		hold()
+		r.c.net.Heal()
+		return "one-way loss from " + leader.id + " to its peers", nil
 	case addLatency:
 		victim := pickNode(members)
 		r.c.net.Delay(victim.id, f.delay)

@@ -35,11 +35,12 @@ type segment struct {
 
 // watcher is one watcher's record.
 type watcher struct {
-	mu        sync.Mutex
-	segments  []*segment
-	revision  uint64 // last revision received
-	restarts  int
-	lastError error
+	mu       sync.Mutex
+	segments []*segment
+	revision uint64 // last revision received
+	restarts int
+	errors   []string // why the stream ended, each time: seconds into the run and error
+	start    time.Time
 }
 
 // watch follows the object until ctx ends.
@@ -89,7 +90,7 @@ func (w *watcher) note(err error) {
 	defer w.mu.Unlock()
 	if !errors.Is(err, context.Canceled) && !errors.Is(err, client.ErrCanceled) {
 		w.restarts++
-		w.lastError = err
+		w.errors = append(w.errors, fmt.Sprintf("%.1fs: %v", time.Since(w.start).Seconds(), err))
 	}
 }
 
