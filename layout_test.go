@@ -18,7 +18,8 @@ const module = "github.com/cairndb/cairn"
 func layer(pkg string) (int, bool) {
 	rel := strings.TrimPrefix(strings.TrimPrefix(pkg, module), "/")
 	switch {
-	case strings.HasPrefix(rel, "api/"):
+	case rel == "" || strings.HasPrefix(rel, "api/"):
+		// The root package only embeds generated files (openapi.go).
 		return 0, true
 	case rel == "fsm" || strings.HasPrefix(rel, "fsm/"):
 		return 1, true

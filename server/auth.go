@@ -21,7 +21,9 @@ import (
 // "authorization" metadata) must carry a bearer token the verifier
 // accepts (else Unauthenticated, HTTP 401), whose role and namespaces
 // allow the method as the permissions table says (else PermissionDenied,
-// HTTP 403). Only /healthz, /readyz and /metrics are open.
+// HTTP 403). Open without a token: the standard probe services
+// (openMethods) on the gRPC port, and /healthz, /readyz, /metrics and
+// /openapi.json over REST.
 //
 // A follower checks a call before it forwards it, and forwards it with
 // the caller's token: the leader verifies the token again and acts as
@@ -46,7 +48,7 @@ func withCaller(ctx context.Context, id *auth.Identity) context.Context {
 
 // authUnary authenticates and authorizes a unary call on the public API.
 func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if s.verifier == nil {
+	if s.verifier == nil || openMethods[info.FullMethod] {
 		return h(ctx, req)
 	}
 	id, err := s.authenticate(ctx)
@@ -62,7 +64,7 @@ func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerI
 // authStream authenticates a streaming call at once and authorizes it
 // when the handler reads the request (which names the namespace).
 func (s *Server) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if s.verifier == nil {
+	if s.verifier == nil || openMethods[info.FullMethod] {
 		return h(srv, ss)
 	}
 	id, err := s.authenticate(ss.Context())

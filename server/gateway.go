@@ -20,8 +20,9 @@ import (
 
 const httpReadHeaderTimeout = 10 * time.Second
 
-// httpHandler builds the REST side: health probes, metrics, and the
-// grpc-gateway that calls this node's own gRPC listener.
+// httpHandler builds the REST side: health probes, metrics, the OpenAPI
+// document, and the grpc-gateway that calls this node's own gRPC
+// listener.
 func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
@@ -60,10 +61,11 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
 	api := bearerChallenges(s.limitBody(keyPathFix(gw)))
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics":
+		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" || r.URL.Path == "/openapi.json":
 			mux.ServeHTTP(w, r)
 		case isSSE(r):
 			s.serveSSE(w, r)
@@ -107,12 +109,12 @@ func (w *rawBody) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController flush the real writer.
 func (w *rawBody) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// readyz answers 200 when this node knows a leader and has applied what is
-// committed, 503 otherwise.
+// readyz answers 200 when this node is serving (it knows a leader and has
+// applied what is committed), 503 otherwise.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	st := s.node.Status()
-	if !s.node.CaughtUp() {
+	if !s.serving() {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = fmt.Fprintf(w, "not ready: leader %q, commit index %d, applied index %d\n", st.LeaderID, st.CommitIndex, st.AppliedIndex)
 		return

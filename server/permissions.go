@@ -2,6 +2,9 @@ package server
 
 import (
 	"github.com/cairndb/cairn/auth"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -61,6 +64,27 @@ var permissions = map[string]permission{
 	"/cairn.v1.ClusterService/GetStateHash":       {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/Backup":             {auth.RoleAdmin, false},
 	"/cairn.v1.ClusterService/Restore":            {auth.RoleAdmin, false},
+}
+
+// openMethods are the methods of the public gRPC port that need no token
+// (probes.go), an exemption from the table above:
+//
+//   - the health service: load balancers, orchestrators and grpc-go's
+//     client-side health checking call it without credentials, and it
+//     tells only whether this node can answer now, as /readyz does;
+//   - server reflection: it describes the public schema only (the cairn.v1
+//     services and the types they use; never the peer API or the Raft
+//     command format), which the OpenAPI document at /openapi.json, open
+//     too, describes as well. Every call it lists still needs its token.
+//
+// A test checks that every method the public port serves is in exactly
+// one of the two tables.
+var openMethods = map[string]bool{
+	healthpb.Health_Check_FullMethodName:                                   true,
+	healthpb.Health_List_FullMethodName:                                    true,
+	healthpb.Health_Watch_FullMethodName:                                   true,
+	reflectionv1.ServerReflection_ServerReflectionInfo_FullMethodName:      true,
+	reflectionv1alpha.ServerReflection_ServerReflectionInfo_FullMethodName: true,
 }
 
 // requestNamespace returns the namespace a request names: its string field

@@ -48,6 +48,11 @@ type Server struct {
 	tls      *tls.Config       // the client API's; nil: plain text
 	gwLis    *bufconn.Listener // the gateway's in-memory connection to the API
 
+	health *healthService // grpc.health.v1 on the public port (health.go)
+	// draining ends when Shutdown begins; startDrain ends it.
+	draining   context.Context
+	startDrain context.CancelFunc
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -94,6 +99,7 @@ func (s *Server) Start() error {
 	s.metrics.reg.MustRegister(shardCollector{state: s.state})
 	s.alarmMetrics = newAlarmMetrics(s.metrics.reg, s.state)
 	s.alarmClient = newWebhookClient(s.cfg.AlarmConcurrency)
+	s.draining, s.startDrain = context.WithCancel(context.Background())
 
 	s.grpc = s.newGRPCServers()
 	cairnv1.RegisterNamespaceServiceServer(s.grpc, &namespaceService{s: s})
@@ -101,6 +107,7 @@ func (s *Server) Start() error {
 	cairnv1.RegisterClusterServiceServer(s.grpc, &clusterService{s: s})
 	cairnv1.RegisterWatchServiceServer(s.grpc, &watchService{s: s})
 	cairnv1.RegisterAlarmServiceServer(s.grpc, &alarmService{s: s})
+	s.registerProbes()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -138,10 +145,14 @@ func (s *Server) Start() error {
 		defer s.wg.Done()
 		s.publishSelf(ctx)
 	}()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.runAlarmScheduler(ctx) // delivers alarms while this node leads
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.updateHealth(ctx)
 	}()
 	return nil
 }
@@ -181,7 +192,8 @@ func (s *Server) Shutdown(ctx context.Context) {
 	if s.cancel == nil {
 		return
 	}
-	s.hub.close() // watch streams end with a revision to resume from
+	s.startDrain() // health NOT_SERVING from now on, so load balancers move away; probe streams end
+	s.hub.close()  // watch streams end with a revision to resume from
 	drained := make(chan struct{})
 	go func() {
 		_ = s.http.Shutdown(ctx)
@@ -222,6 +234,7 @@ func (s *Server) streamInterceptors() []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
 		recoverStream(s.log),
 		s.authStream,
+		s.endReflectionStreams,
 		statusStream,
 	}
 }
