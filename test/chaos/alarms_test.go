@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"sort"
 	"sync"
 	"time"
 
@@ -12,12 +13,16 @@ import (
 	"github.com/cairndb/cairn/client"
 )
 
-// The alarm workload: a setter sets alarms due within a few seconds (and
-// deletes some of them again), two workers claim due alarms from the pull
-// namespace and ack them. Every alarm has its own name, so deliveries
-// name the alarm they deliver.
+// The alarm workloads: a setter sets alarms due within a few seconds (and
+// deletes some of them again) in a pull namespace, where two workers claim
+// due alarms and ack them; another setter does the same in a webhook
+// namespace, whose deliveries a local HTTP server receives. Every alarm
+// has its own name, so deliveries name the alarm they deliver.
 
-const alarmNamespace = "chaos-alarms"
+const (
+	alarmNamespace = "chaos-alarms"
+	hookNamespace  = "chaos-hooks"
+)
 
 // alarmRecord is what the harness knows of one alarm.
 type alarmRecord struct {
@@ -33,17 +38,21 @@ type alarmRecord struct {
 // claim is one delivery: when the claim was sent and when it was answered.
 type claim struct{ sent, answered time.Time }
 
-// alarmLog collects alarms and their deliveries.
+// alarmLog collects the alarms of one namespace and their deliveries.
 type alarmLog struct {
+	ns string
+	// leased: a delivery is leased in the log before it is sent
+	// (webhooks), so one sent just before a delete may arrive after it.
+	leased  bool
 	mu      sync.Mutex
 	alarms  map[string]*alarmRecord // by object/name
 	unknown int                     // deliveries of alarms never set
 }
 
-func newAlarmLog() *alarmLog { return &alarmLog{alarms: map[string]*alarmRecord{}} }
+func newAlarmLog(ns string) *alarmLog { return &alarmLog{ns: ns, alarms: map[string]*alarmRecord{}} }
 
-// setAlarms sets an alarm every ~100 ms until ctx ends; about one in
-// eight is deleted again soon after.
+// setAlarms sets an alarm in log's namespace every ~100 ms until ctx
+// ends; about one in eight is deleted again soon after.
 func setAlarms(ctx context.Context, seed int64, c *cluster, log *alarmLog) {
 	rng := rand.New(rand.NewSource(seed ^ 0x5ea1))
 	eps, _ := c.endpoints()
@@ -53,14 +62,14 @@ func setAlarms(ctx context.Context, seed int64, c *cluster, log *alarmLog) {
 	}
 	defer cl.Close()
 	for seq := 0; ctx.Err() == nil; seq++ {
-		rec := &alarmRecord{object: fmt.Sprintf("a%d", seq%16), name: fmt.Sprintf("al-%d", seq),
+		rec := &alarmRecord{object: fmt.Sprintf("a%d", seq%16), name: fmt.Sprintf("%s-%d", log.ns, seq),
 			fireAt: time.Now().Add(time.Duration(200+rng.Intn(3000)) * time.Millisecond).Truncate(time.Millisecond)}
 		log.mu.Lock()
 		log.alarms[rec.object+"/"+rec.name] = rec
 		log.mu.Unlock()
 		id := fmt.Sprintf("chaos-alarm-%d-%d", seq, rng.Int63())
 		acked := writeUntilAnswered(ctx, func(ctx context.Context) error {
-			_, err := cl.SetAlarm(ctx, alarmNamespace, rec.object, client.AlarmSpec{Name: rec.name, FireAt: rec.fireAt}, client.WithRequestID(id))
+			_, err := cl.SetAlarm(ctx, log.ns, rec.object, client.AlarmSpec{Name: rec.name, FireAt: rec.fireAt}, client.WithRequestID(id))
 			return err
 		})
 		log.mu.Lock()
@@ -72,7 +81,7 @@ func setAlarms(ctx context.Context, seed int64, c *cluster, log *alarmLog) {
 			log.mu.Unlock()
 			id := fmt.Sprintf("chaos-alarm-del-%d-%d", seq, rng.Int63())
 			if writeUntilAnswered(ctx, func(ctx context.Context) error {
-				_, err := cl.DeleteAlarm(ctx, alarmNamespace, rec.object, rec.name, client.WithRequestID(id))
+				_, err := cl.DeleteAlarm(ctx, log.ns, rec.object, rec.name, client.WithRequestID(id))
 				return err
 			}) {
 				log.mu.Lock()
@@ -122,7 +131,7 @@ func claimAlarms(ctx context.Context, worker string, seed int64, c *cluster, log
 	for ctx.Err() == nil {
 		sent := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		claimed, err := cl.ClaimAlarms(cctx, alarmNamespace, worker, 32, 3*time.Second)
+		claimed, err := cl.ClaimAlarms(cctx, log.ns, worker, 32, 3*time.Second)
 		cancel()
 		now := time.Now()
 		if err != nil || len(claimed) == 0 {
@@ -152,7 +161,7 @@ func claimAlarms(ctx context.Context, worker string, seed int64, c *cluster, log
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, _ = cl.AckAlarms(actx, alarmNamespace, acks) // a lost ack only means a redelivery
+		_, _ = cl.AckAlarms(actx, log.ns, acks) // a lost ack only means a redelivery
 		cancel()
 	}
 }
@@ -204,10 +213,13 @@ func (l *alarmLog) check() alarmFindings {
 			if c.answered.Before(a.fireAt) {
 				f.early = append(f.early, fmt.Sprintf("%s due %s, claim answered %s", key, a.fireAt.Format(time.StampMilli), c.answered.Format(time.StampMilli)))
 			}
-			if !a.deleteAcked.IsZero() && c.sent.After(a.deleteAcked) {
+			if !l.leased && !a.deleteAcked.IsZero() && c.sent.After(a.deleteAcked) {
 				f.afterDelete = append(f.afterDelete, fmt.Sprintf("%s deleted %s, claim sent %s", key, a.deleteAcked.Format(time.StampMilli), c.sent.Format(time.StampMilli)))
 			}
 		}
 	}
+	sort.Strings(f.lost)
+	sort.Strings(f.early)
+	sort.Strings(f.afterDelete)
 	return f
 }

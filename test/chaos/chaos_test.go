@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"github.com/cairndb/cairn/client"
 )
 
@@ -115,7 +116,9 @@ type run struct {
 	cfg     runConfig
 	c       *cluster
 	h       *history
-	alarms  *alarmLog
+	alarms  *alarmLog // pull delivery
+	hooks   *alarmLog // webhook delivery
+	hook    *hookReceiver
 	faults  []faultRecord
 	summary []string
 }
@@ -127,7 +130,12 @@ func runChaos(t *testing.T, cfg runConfig) {
 	if err != nil {
 		t.Fatalf("starting the cluster: %v", err)
 	}
-	r := &run{t: t, cfg: cfg, c: c, h: &history{start: time.Now()}, alarms: newAlarmLog()}
+	r := &run{t: t, cfg: cfg, c: c, h: &history{start: time.Now()}, alarms: newAlarmLog(alarmNamespace), hooks: newAlarmLog(hookNamespace)}
+	r.hooks.leased = true
+	if r.hook, err = startHookReceiver(cfg.seed, r.hooks); err != nil {
+		t.Fatal(err)
+	}
+	defer r.hook.close()
 	defer func() {
 		if t.Failed() {
 			for _, n := range c.members() {
@@ -155,8 +163,9 @@ func runChaos(t *testing.T, cfg runConfig) {
 	claimers, stopClaiming := context.WithCancel(context.Background())
 	defer stopClaiming()
 	var background sync.WaitGroup
-	background.Add(3)
+	background.Add(4)
 	go func() { defer background.Done(); setAlarms(alarmSet, cfg.seed, c, r.alarms) }()
+	go func() { defer background.Done(); setAlarms(alarmSet, cfg.seed+1, c, r.hooks) }()
 	for i := 0; i < 2; i++ {
 		go func() {
 			defer background.Done()
@@ -223,9 +232,10 @@ func runChaos(t *testing.T, cfg runConfig) {
 func (r *run) setup() error {
 	cl := r.c.adminOf(r.c.members())
 	defer cl.Close()
-	for _, ns := range []string{kvNamespace, alarmNamespace} {
+	hooks := &cairnv1.NamespaceSettings{Alarms: &cairnv1.AlarmSettings{WebhookUrl: r.hook.url, WebhookSecret: hookSecret, RetryInitialMs: 500}}
+	for ns, settings := range map[string]*cairnv1.NamespaceSettings{kvNamespace: nil, alarmNamespace: nil, hookNamespace: hooks} {
 		if err := retry(30*time.Second, func(ctx context.Context) error {
-			_, err := cl.PutNamespace(ctx, ns, nil)
+			_, err := cl.PutNamespace(ctx, ns, settings)
 			return err
 		}); err != nil {
 			return fmt.Errorf("namespace %s: %w", ns, err)
@@ -326,7 +336,7 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 
 	// Alarms: every alarm set and not deleted is delivered.
 	if err := retry(90*time.Second, func(context.Context) error {
-		if n := r.alarms.pending(); n > 0 {
+		if n := r.alarms.pending() + r.hooks.pending(); n > 0 {
 			return fmt.Errorf("%d alarms not delivered", n)
 		}
 		return nil
@@ -335,24 +345,28 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 	}
 	stopClaiming()
 	background.Wait()
-	af := r.alarms.check()
-	for _, l := range [][]string{af.lost, af.early, af.afterDelete} {
-		sort.Strings(l)
+	for _, l := range []*alarmLog{r.alarms, r.hooks} {
+		af := l.check()
+		for _, a := range af.lost {
+			t.Errorf("%s: alarm lost: %s never delivered", l.ns, a)
+		}
+		for _, a := range af.early {
+			t.Errorf("%s: alarm delivered early: %s", l.ns, a)
+		}
+		for _, a := range af.afterDelete {
+			t.Errorf("%s: alarm delivered after its delete: %s", l.ns, a)
+		}
+		if af.unknownDeliveries > 0 {
+			t.Errorf("%s: %d deliveries of alarms never set", l.ns, af.unknownDeliveries)
+		}
+		anomalies += len(af.lost) + len(af.early) + len(af.afterDelete) + af.unknownDeliveries
+		r.summary = append(r.summary, fmt.Sprintf("%s=%d delivered=%d redelivered=%d failed=%d", map[bool]string{false: "pull-alarms", true: "webhook-alarms"}[l.leased],
+			af.set, af.delivered, af.redelivered, af.dropped))
 	}
-	for _, a := range af.lost {
-		t.Errorf("alarm lost: %s never delivered", a)
+	if r.hook.badSignatures > 0 {
+		t.Errorf("%d webhook deliveries with a bad signature", r.hook.badSignatures)
+		anomalies += r.hook.badSignatures
 	}
-	for _, a := range af.early {
-		t.Errorf("alarm delivered early: %s", a)
-	}
-	for _, a := range af.afterDelete {
-		t.Errorf("alarm delivered after its delete: %s", a)
-	}
-	if af.unknownDeliveries > 0 {
-		t.Errorf("%d deliveries of alarms never set", af.unknownDeliveries)
-	}
-	anomalies += len(af.lost) + len(af.early) + len(af.afterDelete) + af.unknownDeliveries
-	r.summary = append(r.summary, fmt.Sprintf("alarms=%d delivered=%d redelivered=%d unacked=%d", af.set, af.delivered, af.redelivered, af.dropped))
 
 	// Replicas: every member reaches the same state.
 	if err := r.checkConverged(cl); err != nil {

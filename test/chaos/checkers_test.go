@@ -94,7 +94,7 @@ func TestWatchChecker(t *testing.T) {
 
 func TestAlarmChecker(t *testing.T) {
 	now := time.Now()
-	l := newAlarmLog()
+	l := newAlarmLog(alarmNamespace)
 	l.alarms["a/ok"] = &alarmRecord{fireAt: now, setAcked: true, claims: []claim{{sent: now, answered: now.Add(time.Millisecond)}}}
 	l.alarms["a/lost"] = &alarmRecord{fireAt: now, setAcked: true}
 	l.alarms["a/unanswered"] = &alarmRecord{fireAt: now}

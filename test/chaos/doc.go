@@ -33,11 +33,14 @@
 //     file named in the failure.
 //   - durability: after the final heal and restart of every node, each
 //     key holds its last acknowledged write or a newer one.
-//   - alarms: one setter sets alarms due within seconds and deletes some;
-//     two workers claim and ack them. Every alarm set and not deleted is
-//     delivered at least once, across crashes; no claim answers before
-//     the alarm's fire_at; no claim sent after a delete was answered
-//     delivers the deleted alarm.
+//   - alarms: a setter sets alarms due within seconds and deletes some, in
+//     a pull namespace, where two workers claim and ack them (one claim in
+//     ten they leave unacked, as a crashed worker would), and in a webhook
+//     namespace, whose deliveries a local server receives (failing one in
+//     ten). Every alarm set and not deleted is delivered at least once,
+//     across crashes, and again after a delivery that was not acked; none
+//     arrives before its fire_at; no claim sent after a delete was answered
+//     delivers the deleted alarm; every webhook body is signed.
 //   - watches: two watchers follow the object through failovers. Their
 //     revisions strictly increase (no duplicate); every acknowledged write
 //     in the span a watcher covered arrives at its revision with its value
