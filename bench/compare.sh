@@ -14,8 +14,10 @@
 # for cairn gRPC (`cairn bench`) vs etcd gRPC (the shared load generator,
 # -target etcd) and cairn REST (`cairn bench --rest`) vs etcd's JSON gateway
 # (the load generator, -target http). Both tools load the leader. It prints
-# a markdown table of medians over the repetitions with ratios to etcd, and
-# keeps every run's JSON line in OUTDIR/results.jsonl.
+# a markdown table of medians over the repetitions with ratios to etcd and
+# the CPU the three servers used per operation (the machine is shared: CPU
+# per operation moves less with the neighbours' load than throughput does),
+# and keeps every run's JSON line in OUTDIR/results.jsonl.
 #
 # Usage: bench/compare.sh -l LOADGEN [-n REPS] [-d DURATION] [-w WARMUP] [-o OUTDIR] [-p PORT]
 #   -l  the shared load generator: a built binary, or its Go source directory
@@ -127,6 +129,8 @@ for i in 1 2 3; do
   until_ok 60 sh -c "curl -sf http://127.0.0.1:$(port $((30 + i)))/health | grep -q true" || { log "etcd e$i not healthy; see $OUTDIR/etcd-e$i.log"; exit 1; }
 done
 CAIRN_EPS="127.0.0.1:$(port 11),127.0.0.1:$(port 12),127.0.0.1:$(port 13)"
+CAIRN_PIDS=$(IFS=,; echo "${PIDS[*]:0:3}")
+ETCD_PIDS=$(IFS=,; echo "${PIDS[*]:3:3}")
 
 # etcd_leader prints the client address (host:port) of etcd's leader.
 etcd_leader() {
@@ -140,7 +144,7 @@ etcd_leader() {
 }
 until_ok 30 etcd_leader || { log "etcd has no leader"; exit 1; }
 
-common=(-duration "$DURATION" -warmup "$WARMUP" -keys 10000 -value-size 256 -bg-probe 0)
+common=(-duration "$DURATION" -warmup "$WARMUP" -keys 10000 -value-size 256 -bg-probe 0 -cpu-pids "$ETCD_PIDS")
 log "writing etcd's 10,000 keys once (cairn bench get writes its own before each run)"
 "$LG" -target etcd -endpoints "$(etcd_leader)" -clients 64 -mode get -prefill true -ops 1 -warmup 0 -bg-probe 0 >/dev/null
 
@@ -150,7 +154,7 @@ run() {
   local sys=$1 proto=$2 case=$3 clients=$4 mode=$5 cons=$6 line
   if [[ $sys == cairn ]]; then
     local args=(bench "$mode" --endpoints "$CAIRN_EPS" --target leader --clients "$clients" --duration "$DURATION"
-      --warmup "$WARMUP" --keys 10000 --value-size 256 --consistency "$cons" -o json)
+      --warmup "$WARMUP" --keys 10000 --value-size 256 --consistency "$cons" --cpu-pids "$CAIRN_PIDS" -o json)
     [[ $proto == rest ]] && args+=(--rest)
     line=$("$CAIRN" "${args[@]}")
   else
@@ -170,9 +174,13 @@ run() {
   fi
   jq -c --arg sys "$sys" --arg proto "$proto" --arg case "$case" '. + {system: $sys, proto: $proto, case: $case}' \
     <<<"$line" >>"$RESULTS"
-  jq -r '"\(.system) \(.proto) \(.case): \(.ops_per_s) ops/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, \(.errors) errors"' \
+  jq -r '"\(.system) \(.proto) \(.case): \(.ops_per_s) ops/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, \(.errors) errors, servers \([.pid_cpu_pct[]] | add | round)% CPU"' \
     <<<"$(tail -n1 "$RESULTS")" >&2
 }
+
+log "warming both clusters up (16 clients writing for 3 s each, not recorded)"
+"$CAIRN" bench put --endpoints "$CAIRN_EPS" --clients 16 --duration 3s --warmup 0s -o json >/dev/null
+"$LG" -target etcd -endpoints "$(etcd_leader)" -clients 16 -mode put -duration 3s -warmup 0s -bg-probe 0 >/dev/null
 
 CASES=("put, 1 client|1|put|linearizable" "put, 16 clients|16|put|linearizable" "put, 64 clients|64|put|linearizable"
   "put, 256 clients|256|put|linearizable" "linearizable get, 64 clients|64|get|linearizable"
@@ -201,12 +209,15 @@ jq -rs '
   def f: if . >= 100 then (. | round | tostring) else ((. * 100 | round) / 100 | tostring) end;
   def ratio(a; b): if b > 0 then ((a / b * 100 | round) / 100 | tostring) + "×" else "-" end;
   def cell(rs; sys; proto; k): [rs[] | select(.system == sys and .proto == proto) | .[k]] | median;
+  def cpu_per_op(rs; sys; proto):
+    [rs[] | select(.system == sys and .proto == proto and .ops_per_s > 0)
+     | ([.pid_cpu_pct[]] | add) / 100 / .ops_per_s * 1e6] | median;
   group_by(.case) as $groups
   | ["put, 1 client", "put, 16 clients", "put, 64 clients", "put, 256 clients",
      "linearizable get, 64 clients", "serializable get, 64 clients"] as $order
   | (["grpc", "cairn gRPC", "etcd gRPC"], ["rest", "cairn REST", "etcd JSON gateway"]) as [$p, $cn, $en]
-  | "| workload | \($cn) ops/s | \($en) ops/s | ratio | \($cn) p50 / p99 ms | \($en) p50 / p99 ms | p50 ratio | p99 ratio | errors cairn / etcd |",
-    "|---|---|---|---|---|---|---|---|---|",
+  | "| workload | \($cn) ops/s | \($en) ops/s | ratio | \($cn) p50 / p99 ms | \($en) p50 / p99 ms | p50 ratio | p99 ratio | server CPU µs/op cairn / etcd | errors cairn / etcd |",
+    "|---|---|---|---|---|---|---|---|---|---|",
     ($order[] as $case
      | [$groups[] | select(.[0].case == $case)][0] as $rs
      | select($rs != null)
@@ -215,7 +226,7 @@ jq -rs '
      | cell($rs; "cairn"; $p; "p99_ms") as $c99 | cell($rs; "etcd"; $p; "p99_ms") as $e99
      | ([$rs[] | select(.system == "cairn" and .proto == $p) | .errors] | add) as $ce
      | ([$rs[] | select(.system == "etcd" and .proto == $p) | .errors] | add) as $ee
-     | "| \($case) | \($co | f) | \($eo | f) | \(ratio($co; $eo)) | \($c50 | f) / \($c99 | f) | \($e50 | f) / \($e99 | f) | \(ratio($c50; $e50)) | \(ratio($c99; $e99)) | \($ce) / \($ee) |"),
+     | "| \($case) | \($co | f) | \($eo | f) | \(ratio($co; $eo)) | \($c50 | f) / \($c99 | f) | \($e50 | f) / \($e99 | f) | \(ratio($c50; $e50)) | \(ratio($c99; $e99)) | \(cpu_per_op($rs; "cairn"; $p) | round) / \(cpu_per_op($rs; "etcd"; $p) | round) | \($ce) / \($ee) |"),
     ""
 ' "$RESULTS"
 if [[ $KEEP == 1 ]]; then log "every run's JSON line: $RESULTS"; fi

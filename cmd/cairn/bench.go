@@ -39,6 +39,7 @@ type benchOptions struct {
 	alarmLead     time.Duration
 	webhookListen string
 	cpuProfile    string
+	cpuPIDs       []int
 }
 
 var benchWorkloads = []string{"put", "get", "txn", "mixed", "alarm", "watch"}
@@ -111,6 +112,7 @@ pause, not retried. Progress shows on stderr when it is a terminal.`,
 	f.DurationVar(&o.alarmLead, "alarm-lead", 200*time.Millisecond, "alarm: how long after it is set each alarm is due")
 	f.StringVar(&o.webhookListen, "webhook-listen", "127.0.0.1:0", "alarm: address of the webhook receiver (the leader must reach it)")
 	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the bench itself, while it measures, to this file")
+	f.IntSliceVar(&o.cpuPIDs, "cpu-pids", nil, "report the CPU these local processes (the servers) used while measuring (Linux)")
 	return cmd
 }
 
@@ -175,6 +177,11 @@ func (o *benchOptions) validate(cmd *cobra.Command) error {
 	}
 	if o.alarmLead <= 0 {
 		bad("--alarm-lead %s: must be positive", o.alarmLead)
+	}
+	for _, pid := range o.cpuPIDs {
+		if _, err := pidCPU(pid); err != nil {
+			bad("--cpu-pids: %v", err)
+		}
 	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))

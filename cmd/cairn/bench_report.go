@@ -40,6 +40,12 @@ type benchResult struct {
 	// ClientCPUPct the same in percent of one core.
 	ClientCPUS   float64 `json:"client_cpu_s"`
 	ClientCPUPct float64 `json:"client_cpu_pct"`
+	// PIDCPUPct is, with --cpu-pids, the CPU each of those processes (the
+	// servers, on this machine) used while measuring, in percent of one
+	// core, as the shared load generator reports it; PIDCPUS their sum in
+	// seconds.
+	PIDCPUPct map[string]float64 `json:"pid_cpu_pct,omitempty"`
+	PIDCPUS   float64            `json:"pid_cpu_s,omitempty"`
 }
 
 // benchDelivery is, for alarm and watch, the delay from due time (alarm)
@@ -96,5 +102,8 @@ func (res *benchResult) writeText(out io.Writer) {
 		fmt.Fprintf(tw, "overloaded\t%d\t(ResourceExhausted: the cluster shed load)\n", res.Overloaded)
 	}
 	fmt.Fprintf(tw, "bench CPU\t%.2f s\t(%.0f%% of one core)\n", res.ClientCPUS, res.ClientCPUPct)
+	if res.PIDCPUPct != nil && res.Ops > 0 {
+		fmt.Fprintf(tw, "--cpu-pids CPU\t%.2f s\t(%.0f µs per operation)\n", res.PIDCPUS, 1e6*res.PIDCPUS/float64(res.Ops))
+	}
 	_ = tw.Flush()
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cairndb/cairn/client"
@@ -229,9 +228,9 @@ func (r *benchRun) runPhase(ctx context.Context, name string, d time.Duration, o
 
 // measure runs the measured phase and sums up the workers.
 func (r *benchRun) measure(ctx context.Context) *benchResult {
-	cpu0 := processCPU()
+	cpu0, pids0 := processCPU(), pidsCPU(r.o.cpuPIDs)
 	elapsed := r.runPhase(ctx, r.o.workload, r.o.duration, r.o.ops, true)
-	cpu := processCPU() - cpu0
+	cpu, pids1 := processCPU()-cpu0, pidsCPU(r.o.cpuPIDs)
 	res := &benchResult{
 		Time: time.Unix(0, r.measureStart.Load()).UTC().Format(time.RFC3339), Tool: "cairn bench",
 		Target: "cairn-grpc", Endpoints: strings.Join(r.targets, ","), Nodes: r.o.target, Mode: r.o.workload,
@@ -242,6 +241,16 @@ func (r *benchRun) measure(ctx context.Context) *benchResult {
 	}
 	if r.o.rest {
 		res.Target = "cairn-rest"
+	}
+	if len(r.o.cpuPIDs) > 0 {
+		res.PIDCPUPct = map[string]float64{}
+		var all time.Duration
+		for pid, t := range pids1 {
+			d := t - pids0[pid]
+			all += d
+			res.PIDCPUPct[strconv.Itoa(pid)] = round3(100 * d.Seconds() / elapsed.Seconds())
+		}
+		res.PIDCPUS = round3(all.Seconds())
 	}
 	switch r.o.workload {
 	case "get", "mixed":
@@ -319,15 +328,6 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// processCPU returns the CPU time (user and system) this process used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchProgress is the one updating status line on a terminal's stderr;

@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -20,7 +22,7 @@ func TestBench(t *testing.T) {
 		workload string
 		args     []string
 	}{
-		{"put", []string{"--objects", "3", "--rate", "2000"}},
+		{"put", []string{"--objects", "3", "--rate", "2000", "--cpu-pids", strconv.Itoa(os.Getpid())}},
 		{"get", []string{"--consistency", "serializable", "--target", "followers"}},
 		{"txn", []string{"--objects", "2"}},
 		{"mixed", []string{"--read-ratio", "0.7", "--target", "all", "--connections", "4"}},
@@ -51,6 +53,9 @@ func TestBench(t *testing.T) {
 				t.Errorf("cairn %s: target %q mode %q", name, res.Target, res.Mode)
 			}
 			checkOrdered(t, name, res.latencySummary)
+			if r.workload == "put" && len(res.PIDCPUPct) != 1 {
+				t.Errorf("cairn %s: pid_cpu_pct %v, want the one --cpu-pids process", name, res.PIDCPUPct)
+			}
 			for op, s := range res.ByOp {
 				checkOrdered(t, name+" "+op, s)
 			}
@@ -132,6 +137,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"put", "--namespace", ""}, "--namespace"},
 		{[]string{"watch", "--watchers", "0"}, "--watchers"},
 		{[]string{"alarm", "--alarm-lead", "0s"}, "--alarm-lead"},
+		{[]string{"put", "--cpu-pids", "0"}, "--cpu-pids: process 0"},
 	}
 	dir := t.TempDir()
 	for _, c := range cases {
