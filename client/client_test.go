@@ -12,6 +12,7 @@ import (
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/internal/testcluster"
+	"github.com/cairndb/cairn/server"
 )
 
 func mustCluster(t *testing.T) *testcluster.Cluster {
@@ -188,6 +189,65 @@ func TestWatchResumes(t *testing.T) {
 		}
 		want = append(want, r.Revision)
 	}
+	for len(got) < len(want) {
+		resp, err := w.Next(false)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		got = append(got, resp.Revision)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("watcher delivered %v, want %v", got, want)
+	}
+}
+
+// TestWatchResumesPastCompactedNode: a watch that lands on a node whose
+// history no longer holds its start (it restarted, installed a snapshot,
+// or keeps less) resumes on another member that still holds it, instead
+// of failing with ErrCompacted; only when no member holds it does it
+// fail so. Found by the fault-injection harness (test/chaos): after one
+// node caught up from a snapshot, every watcher that failed over to it
+// lost its stream although the other members still held the revisions.
+func TestWatchResumesPastCompactedNode(t *testing.T) {
+	cl := mustCluster(t)
+	short, err := cl.AddNode(func(cfg *server.NodeConfig) { cfg.History = server.HistoryConfig{MaxRevisions: 1} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps := cl.Endpoints()
+	full := mustClient(t, eps[:3])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := full.PutNamespace(ctx, "w", nil); err != nil {
+		t.Fatal(err)
+	}
+	var want []uint64
+	for i := 0; i < 5; i++ {
+		r, err := full.Put(ctx, "w", "o", fmt.Sprint(i), i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r.Revision)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for short.FSM.AppliedIndex() < want[len(want)-1] {
+		if time.Now().After(deadline) {
+			t.Fatal("the added node did not catch up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	only := mustClient(t, []string{short.Server.GRPCAddr()})
+	if _, err := only.Watch(ctx, &cairnv1.WatchRequest{Namespace: "w", Object: "o", StartRevision: want[0]}); !errors.Is(err, client.ErrCompacted) {
+		t.Fatalf("watching from %d on a node that keeps one revision: %v, want ErrCompacted", want[0], err)
+	}
+
+	c := mustClient(t, []string{short.Server.GRPCAddr(), eps[0]})
+	w, err := c.Watch(ctx, &cairnv1.WatchRequest{Namespace: "w", Object: "o", StartRevision: want[0]})
+	if err != nil {
+		t.Fatalf("watching from %d with a member that holds it: %v", want[0], err)
+	}
+	var got []uint64
 	for len(got) < len(want) {
 		resp, err := w.Next(false)
 		if err != nil {

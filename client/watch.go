@@ -33,8 +33,14 @@ func (c *Client) Watch(ctx context.Context, req *cairnv1.WatchRequest) (*Watcher
 	return w, nil
 }
 
+// open starts the stream at w.next on the current endpoint, moving to the
+// next one while the cluster is unavailable, and also while endpoints
+// answer that w.next is compacted: one node's history may start later than
+// another's (it restarted, or installed a snapshot), so ErrCompacted comes
+// back only when every endpoint has said so.
 func (w *Watcher) open() error {
 	deadline := time.Now().Add(w.c.cfg.RetryFor)
+	compacted := map[int]bool{}
 	for {
 		i, conn := w.c.endpoint()
 		req := proto.Clone(w.req).(*cairnv1.WatchRequest)
@@ -50,6 +56,14 @@ func (w *Watcher) open() error {
 				return nil
 			}
 		}
+		if status.Code(err) == codes.OutOfRange {
+			compacted[i] = true
+			if len(compacted) == len(w.c.conns) || w.ctx.Err() != nil {
+				return wrap(err)
+			}
+			w.c.failed(i)
+			continue
+		}
 		if !retryable(err) || time.Now().After(deadline) || w.ctx.Err() != nil {
 			return wrap(err)
 		}
@@ -64,8 +78,8 @@ func (w *Watcher) open() error {
 
 // Next returns the next change message (all events of one revision), or
 // a progress message when includeProgress is set. It resumes broken
-// streams by itself; it fails with ErrCompacted when the node it resumes
-// on no longer holds the next revision (read the state again and watch
+// streams by itself; it fails with ErrCompacted when no endpoint still
+// holds the next revision (read the state again and watch
 // from its revision), and with the context's error when it ends.
 func (w *Watcher) Next(includeProgress bool) (*cairnv1.WatchResponse, error) {
 	for {

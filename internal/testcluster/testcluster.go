@@ -29,26 +29,10 @@ func Start() (*Cluster, error) {
 	}
 	c := &Cluster{dir: dir}
 	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("n%d", i)
-		cfg := server.NodeConfig{
-			Dir: filepath.Join(dir, id),
-			Raft: raftnode.Config{ID: id, BindAddr: "127.0.0.1:0", HeartbeatTimeout: 500 * time.Millisecond,
-				ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 250 * time.Millisecond,
-				NoSync: true, LogOutput: io.Discard, LogLevel: "error"},
-			Server:    server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-			FSMNoSync: true,
-		}
-		if i == 1 {
-			cfg.Bootstrap = true
-		} else {
-			cfg.Join = []string{c.Nodes[0].Server.GRPCAddr()}
-		}
-		rn, err := server.StartNode(cfg)
-		if err != nil {
+		if _, err := c.AddNode(nil); err != nil {
 			c.Stop()
 			return nil, err
 		}
-		c.Nodes = append(c.Nodes, rn)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -66,6 +50,35 @@ func Start() (*Cluster, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// AddNode starts the next node: the first bootstraps the cluster, the
+// others join it. modify, when not nil, changes the node's configuration
+// first (a test's own history bounds, say).
+func (c *Cluster) AddNode(modify func(*server.NodeConfig)) (*server.RunningNode, error) {
+	id := fmt.Sprintf("n%d", len(c.Nodes)+1)
+	cfg := server.NodeConfig{
+		Dir: filepath.Join(c.dir, id),
+		Raft: raftnode.Config{ID: id, BindAddr: "127.0.0.1:0", HeartbeatTimeout: 500 * time.Millisecond,
+			ElectionTimeout: 500 * time.Millisecond, LeaderLeaseTimeout: 250 * time.Millisecond,
+			NoSync: true, LogOutput: io.Discard, LogLevel: "error"},
+		Server:    server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		FSMNoSync: true,
+	}
+	if len(c.Nodes) == 0 {
+		cfg.Bootstrap = true
+	} else {
+		cfg.Join = []string{c.Nodes[0].Server.GRPCAddr()}
+	}
+	if modify != nil {
+		modify(&cfg)
+	}
+	rn, err := server.StartNode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.Nodes = append(c.Nodes, rn)
+	return rn, nil
 }
 
 // Endpoints returns the nodes' gRPC addresses.
