@@ -89,8 +89,7 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 	defer tick.Stop()
 	for {
 		ch := n.appliedChan()
-		applied := n.applied.Load()
-		if applied >= index || n.onlyNoCommandsBetween(applied, index) {
+		if n.Covers(index) {
 			return nil
 		}
 		select {
@@ -100,6 +99,12 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 			return fmt.Errorf("%w: waiting to apply index %d (applied %d): %w", ErrTimeout, index, n.applied.Load(), ctx.Err())
 		}
 	}
+}
+
+// Covers reports whether the FSM has applied every command up to index.
+func (n *Node) Covers(index uint64) bool {
+	applied := n.applied.Load()
+	return applied >= index || n.onlyNoCommandsBetween(applied, index)
 }
 
 // onlyNoCommandsBetween reports whether Raft has dispatched every entry up

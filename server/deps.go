@@ -21,6 +21,8 @@ type Node interface {
 	WaitApplied(ctx context.Context, index uint64) error
 	AppliedIndex() uint64
 	CaughtUp() bool
+	// Covers reports whether every command up to index is applied here.
+	Covers(index uint64) bool
 	Status() raftnode.Status
 	Servers() ([]raftnode.Server, error)
 	AddServer(ctx context.Context, id, addr string, voter bool) error

@@ -109,16 +109,16 @@ func (w *rawBody) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController flush the real writer.
 func (w *rawBody) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// readyz answers 200 when this node is serving (it knows a leader and has
-// applied what is committed), 503 otherwise.
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+// readyz answers 200 when this node is serving (ready), 503 otherwise,
+// saying why.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	st := s.node.Status()
-	if !s.serving() {
+	if msg, ok := s.ready(r.Context()); !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = fmt.Fprintf(w, "not ready: leader %q, commit index %d, applied index %d\n", st.LeaderID, st.CommitIndex, st.AppliedIndex)
+		_, _ = fmt.Fprintln(w, "not ready: "+msg)
 		return
 	}
+	st := s.node.Status()
 	_, _ = fmt.Fprintf(w, "ready: leader %s, applied index %d\n", st.LeaderID, st.AppliedIndex)
 }
 

@@ -43,12 +43,66 @@ import (
 // election timeout and costs a few atomic loads.
 const healthPollInterval = 100 * time.Millisecond
 
-// serving reports whether this node can answer requests now: it knows a
-// leader (a follower has heard from it within the heartbeat timeout, or
-// Raft would have cleared it; a leader that lost its quorum for the leader
-// lease steps down) and has applied everything committed, and it is not
-// draining. /readyz and the health service report it.
-func (s *Server) serving() bool { return s.draining.Err() == nil && s.node.CaughtUp() }
+// serving reports whether this node can answer requests now: it is not
+// draining, it knows a leader (a follower has heard from it within the
+// heartbeat timeout, or Raft would have cleared it; a leader that lost its
+// quorum for the leader lease steps down), it has applied what its commit
+// index covers, and a check against the leader's read index (ready) passed
+// within readyFresh. The commit index alone cannot tell: a node that has
+// just joined or is installing a snapshot knows of no commit yet, and a
+// follower's commit index stops at the end of its own log, however far
+// behind it is. /readyz (which checks afresh) and the health service report
+// it.
+func (s *Server) serving() bool {
+	last := s.lastReady.Load()
+	return s.draining.Err() == nil && s.node.CaughtUp() && last != nil && last.ok && time.Since(last.at) < readyFresh
+}
+
+// readyCheck is the outcome of one check against the leader.
+type readyCheck struct {
+	at  time.Time
+	ok  bool
+	msg string // why not, when not ok
+}
+
+const (
+	// readyTimeout bounds the read index a check asks of the leader.
+	readyTimeout = 2 * time.Second
+	// readyEvery is how often the health loop checks again while serving;
+	// readyFresh how long a passed check counts.
+	readyEvery = time.Second
+	readyFresh = 3 * time.Second
+)
+
+// ready checks whether this node is serving, asking the leader for the
+// index it has committed (confirmed with a quorum) and comparing it with
+// what is applied here, and records the outcome for serving.
+func (s *Server) ready(ctx context.Context) (string, bool) {
+	check := s.checkReady(ctx)
+	s.lastReady.Store(check)
+	return check.msg, check.ok
+}
+
+func (s *Server) checkReady(ctx context.Context) *readyCheck {
+	now := time.Now()
+	st := s.node.Status()
+	switch {
+	case s.draining.Err() != nil:
+		return &readyCheck{at: now, msg: "draining"}
+	case !s.node.CaughtUp():
+		return &readyCheck{at: now, msg: fmt.Sprintf("leader %q, commit index %d, applied index %d", st.LeaderID, st.CommitIndex, st.AppliedIndex)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	index, err := s.readIndexOnce(ctx)
+	if err != nil {
+		return &readyCheck{at: now, msg: fmt.Sprintf("leader %q cannot confirm its commit index: %s", st.LeaderID, status.Convert(toStatus(err)).Message())}
+	}
+	if !s.node.Covers(index) {
+		return &readyCheck{at: now, msg: fmt.Sprintf("applied index %d, the leader has committed %d", s.node.AppliedIndex(), index)}
+	}
+	return &readyCheck{at: now, ok: true}
+}
 
 // registerProbes registers the health and reflection services on the
 // public gRPC server. Call it after the API services: the health service
@@ -82,6 +136,9 @@ func (s *Server) updateHealth(ctx context.Context) {
 	t := time.NewTicker(healthPollInterval)
 	defer t.Stop()
 	for {
+		if last := s.lastReady.Load(); last == nil || !last.ok || time.Since(last.at) >= readyEvery {
+			s.ready(ctx)
+		}
 		if serving := s.serving(); s.health.set(serving) {
 			st := s.node.Status()
 			s.log.Info("health status changed", "serving", serving, "state", st.State, "leader", st.LeaderID,

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"github.com/cairndb/cairn/auth"
@@ -41,8 +42,9 @@ type Server struct {
 	alarmMetrics                 *alarmMetrics
 	alarmClient                  *http.Client // webhook deliveries
 
-	requests  *gate // unary calls in flight here (overload.go)
-	proposals *gate // writes in flight through Raft while this node leads
+	lastReady atomic.Pointer[readyCheck] // the last readiness check (probes.go)
+	requests  *gate                      // unary calls in flight here (overload.go)
+	proposals *gate                      // writes in flight through Raft while this node leads
 
 	verifier *auth.Verifier    // nil: no authentication
 	tls      *tls.Config       // the client API's; nil: plain text
