@@ -3,11 +3,11 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // CommandVersion is the Command envelope version this build writes and
@@ -130,49 +130,22 @@ func (f *FSM) applyOnce(entries []Entry, failed []error) ([]Result, []ChangeSet,
 	return results, changes, last, applies, err
 }
 
-// decodeCommand decodes e's command or panics.
+// decodeCommand decodes e's command or panics: a command this build
+// cannot apply exactly as its proposer meant stops this node, with a
+// message that says so, rather than let its state differ from the others'.
 func decodeCommand(e Entry) *raftcmdv1.Command {
 	cmd := &raftcmdv1.Command{}
 	if err := proto.Unmarshal(e.Data, cmd); err != nil {
 		panic(fmt.Sprintf("fsm: entry %d: undecodable command: %v", e.Index, err))
 	}
 	if cmd.Version != CommandVersion {
-		panic(fmt.Sprintf("fsm: entry %d: command version %d, this build applies version %d", e.Index, cmd.Version, CommandVersion))
+		panic(fmt.Sprintf("fsm: entry %d: command envelope version %d, this build applies version %d; "+
+			"if the entry comes from a newer cairn release, upgrade this node to that release", e.Index, cmd.Version, CommandVersion))
 	}
-	if cmd.Op == nil || hasUnknownFields(cmd.ProtoReflect()) {
-		panic(fmt.Sprintf("fsm: entry %d: command type unknown to this build; upgrade this node", e.Index))
+	if err := CheckCommand(cmd); err != nil {
+		panic(fmt.Sprintf("fsm: entry %d: %s", e.Index, strings.TrimPrefix(err.Error(), "fsm: ")))
 	}
 	return cmd
-}
-
-// hasUnknownFields reports whether m or any message inside it carries
-// fields this build does not know: a newer node's command that this node
-// would apply differently.
-func hasUnknownFields(m protoreflect.Message) bool {
-	if len(m.GetUnknown()) > 0 {
-		return true
-	}
-	unknown := false
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsList() && fd.Message() != nil:
-			l := v.List()
-			for i := 0; i < l.Len() && !unknown; i++ {
-				unknown = hasUnknownFields(l.Get(i).Message())
-			}
-		case fd.IsMap():
-			if fd.MapValue().Message() != nil {
-				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					unknown = hasUnknownFields(mv.Message())
-					return !unknown
-				})
-			}
-		case fd.Message() != nil:
-			unknown = hasUnknownFields(v.Message())
-		}
-		return !unknown
-	})
-	return unknown
 }
 
 // applier applies one command inside the batch's transaction. Handlers

@@ -41,6 +41,10 @@ var (
 	// ErrBadBackup: a backup file is not one cairn wrote, or is corrupted
 	// or truncated.
 	ErrBadBackup = errors.New("fsm: bad backup file")
+	// ErrUnsupportedCommand: a command holds a type or fields this build
+	// does not know (it comes from a newer release); no replica of this
+	// build may apply it.
+	ErrUnsupportedCommand = errors.New("fsm: command unknown to this build")
 	// ErrInUse: another process has the state database open.
 	ErrInUse = errors.New("fsm: data directory in use")
 	// ErrStorage: the state database could not be written (a full disk, an

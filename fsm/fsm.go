@@ -123,6 +123,10 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsm: open %s: %w", path, err)
 	}
+	if err := checkStorageFormat(db, path); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketMeta, bucketNamespaces, bucketMembers, bucketObjects, bucketRequests, bucketRequestExpiry, bucketAlarms, bucketAlarmDue} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -137,8 +141,6 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(metaFormat); v == nil {
 			return meta.Put(metaFormat, []byte{0, 0, 0, storageFormat})
-		} else if len(v) != 4 || v[3] != storageFormat || v[0]|v[1]|v[2] != 0 {
-			return fmt.Errorf("fsm: %s has storage format %x, this build reads %d", path, v, storageFormat)
 		}
 		return nil
 	})

@@ -38,7 +38,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		if stopped {
 			return
 		}
-		if cmd.Op == nil || cmd.Version != CommandVersion || hasUnknownFields(cmd.ProtoReflect()) {
+		if cmd.Version != CommandVersion || CheckCommand(cmd) != nil {
 			t.Fatalf("accepted %x as %v", data, cmd)
 		}
 		again, err := proto.Marshal(cmd)

@@ -25,6 +25,12 @@ var (
 	// ErrLeaderUnreachable: the leader is known but could not be reached,
 	// or did not answer; a write's outcome is unknown.
 	ErrLeaderUnreachable = errors.New("server: leader unreachable")
+	// ErrMemberTooOld: a member runs a release that does not apply the
+	// command type, so proposing it would stop that member.
+	ErrMemberTooOld = errors.New("server: a member does not apply this command type")
+	// ErrMemberUnreachable: a member could not be asked which command
+	// types it applies.
+	ErrMemberUnreachable = errors.New("server: member unreachable")
 )
 
 // errorCodes is the one table that turns domain and Raft errors into gRPC
@@ -47,6 +53,7 @@ var errorCodes = []struct {
 	{fsm.ErrRequestIDReused, codes.AlreadyExists},
 	{fsm.ErrBadBackup, codes.InvalidArgument}, // before ErrBadSnapshot: it may wrap both
 	{fsm.ErrBadSnapshot, codes.DataLoss},
+	{fsm.ErrUnsupportedCommand, codes.FailedPrecondition},
 	{fsm.ErrClosed, codes.Unavailable},
 	{fsm.ErrInUse, codes.Unavailable},
 	{fsm.ErrStorage, codes.Unavailable},
@@ -61,6 +68,8 @@ var errorCodes = []struct {
 	{ErrWatchTooSlow, codes.ResourceExhausted},
 	{ErrWatchRestart, codes.Unavailable},
 	{ErrLeaderUnreachable, codes.Unavailable},
+	{ErrMemberTooOld, codes.FailedPrecondition},
+	{ErrMemberUnreachable, codes.Unavailable},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},
 }

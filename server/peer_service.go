@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
+	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/raftnode"
 )
 
@@ -15,8 +16,10 @@ type peerService struct {
 }
 
 func (i *peerService) Propose(ctx context.Context, req *peerv1.ProposeRequest) (*peerv1.ProposeResponse, error) {
-	if req.GetCommand().GetOp() == nil {
-		return nil, invalidf("command has no operation")
+	// A follower of a newer release may forward a command this leader
+	// cannot apply: proposing it would stop every node of this release.
+	if err := fsm.CheckCommand(req.GetCommand()); err != nil {
+		return nil, err
 	}
 	res, err := i.s.applyHere(ctx, req.Command)
 	if errors.Is(err, raftnode.ErrNotLeader) {
@@ -37,4 +40,10 @@ func (i *peerService) ReadIndex(ctx context.Context, _ *peerv1.ReadIndexRequest)
 		return nil, err
 	}
 	return &peerv1.ReadIndexResponse{Index: index}, nil
+}
+
+// CommandTypes answers which command types this node applies, so that a
+// leader proposes none that this node would stop on.
+func (i *peerService) CommandTypes(context.Context, *peerv1.CommandTypesRequest) (*peerv1.CommandTypesResponse, error) {
+	return &peerv1.CommandTypesResponse{CommandVersion: fsm.CommandVersion, Types: fsm.CommandTypes()}, nil
 }

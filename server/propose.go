@@ -73,8 +73,12 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftcmdv1.Command) (*raft
 }
 
 // applyHere hands cmd to Raft on this node, the leader, within the bound
-// on proposals in flight (overload.go).
+// on proposals in flight (overload.go), unless a member does not apply
+// its command type (command_types.go).
 func (s *Server) applyHere(ctx context.Context, cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
+	if err := s.checkMembersApply(ctx, cmd); err != nil {
+		return nil, err
+	}
 	if err := s.proposals.enter(s.node.ID()); err != nil {
 		s.metrics.overloaded.WithLabelValues("proposals").Inc()
 		return nil, err

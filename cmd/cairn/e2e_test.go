@@ -1005,21 +1005,33 @@ func TestDevRestartKeepsData(t *testing.T) {
 	dev2.stop(t)
 }
 
-// TestVersion checks `cairn version` names the program and the formats.
+// TestVersion checks `cairn version` names the program, its commit and
+// every format this build reads and writes, with this build's versions.
 func TestVersion(t *testing.T) {
 	out, err := runCairn(t, t.TempDir(), nil, "version")
 	if err != nil {
 		t.Fatalf("cairn version: %v\n%s", err, out)
 	}
-	if !strings.HasPrefix(out, "cairn ") {
-		t.Errorf("cairn version does not start with \"cairn \":\n%s", out)
+	if !regexp.MustCompile(`^cairn \S+ \(commit \S+, go\S+\)\n`).MatchString(out) {
+		t.Errorf("cairn version does not start with the version, commit and Go version:\n%s", out)
 	}
-	m := regexp.MustCompile(`command format (\d+), snapshot format (\d+)`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("cairn version does not print the formats:\n%s", out)
+	var types []string
+	for _, typ := range fsm.CommandTypes() {
+		types = append(types, strconv.Itoa(int(typ)))
 	}
-	if m[1] != strconv.Itoa(fsm.CommandVersion) || m[2] != strconv.Itoa(fsm.SnapshotVersion) {
-		t.Errorf("cairn version prints command format %s, snapshot format %s; the build has %d, %d",
-			m[1], m[2], fsm.CommandVersion, fsm.SnapshotVersion)
+	for _, want := range []string{
+		"command envelope +version " + strconv.Itoa(fsm.CommandVersion),
+		"command types +" + strings.Join(types, " "),
+		"state database +format " + strconv.Itoa(fsm.StorageVersion),
+		"snapshot stream +format " + strconv.Itoa(fsm.SnapshotVersion),
+		"backup file +format " + strconv.Itoa(fsm.BackupVersion),
+		"raft port stream kinds +0xCA raft, 0xCB peer API, 0xCC probe",
+		"raft protocol +hashicorp/raft protocol 3, snapshot version 1",
+		"peer API +cairn.peer.v1.PeerService",
+		"client API +cairn.v1",
+	} {
+		if !regexp.MustCompile(`(?m)^  ` + want + `$`).MatchString(out) {
+			t.Errorf("cairn version lacks a line %q:\n%s", want, out)
+		}
 	}
 }
