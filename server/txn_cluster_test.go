@@ -17,7 +17,11 @@ import (
 // casIncrement adds one to the counter at (ns, object, key) through node n
 // with a compare-and-set retry loop. Odd clients use a transaction whose
 // failure branch returns the current value; even clients use a
-// conditional put after a linearizable read. It returns the attempts made.
+// conditional put after a linearizable read. A write whose outcome is
+// unknown (Unavailable) is sent again unchanged under its request id, so
+// that one that did apply is answered from memory instead of being
+// counted again; a new compare gets a new id. It returns the attempts
+// made.
 func casIncrement(ctx context.Context, n *testNode, client int, ns, object, key string) (int, error) {
 	cur, rev := 0.0, uint64(0)
 	if client%2 == 0 {
@@ -25,6 +29,7 @@ func casIncrement(ctx context.Context, n *testNode, client int, ns, object, key 
 			return 0, err
 		}
 	}
+	id := testRequestID()
 	for attempt := 1; ; attempt++ {
 		if ctx.Err() != nil {
 			return attempt, ctx.Err()
@@ -36,9 +41,10 @@ func casIncrement(ctx context.Context, n *testNode, client int, ns, object, key 
 				Compares:  []*cairnv1.Compare{{Object: object, Key: key, Target: &cairnv1.Compare_ModRevision{ModRevision: rev}}},
 				Success:   []*cairnv1.TxnOp{{Op: &cairnv1.TxnOp_Put{Put: next}}},
 				Failure:   []*cairnv1.TxnOp{{Op: &cairnv1.TxnOp_Get{Get: &cairnv1.GetOp{Object: object, Key: key}}}},
+				RequestId: id,
 			})
 			if status.Code(err) == codes.Unavailable {
-				continue // outcome unknown without a request id: the compare tells on the next round
+				continue // outcome unknown: the same request again, under the same id
 			}
 			if err != nil {
 				return attempt, err
@@ -47,21 +53,24 @@ func casIncrement(ctx context.Context, n *testNode, client int, ns, object, key 
 				return attempt, nil
 			}
 			kv := resp.Results[0].GetGet().GetKv()
-			cur, rev = kv.GetValue().GetNumberValue(), kv.GetModRevision()
+			cur, rev, id = kv.GetValue().GetNumberValue(), kv.GetModRevision(), testRequestID()
 			continue
 		}
 		expected := rev
 		_, err := n.objects().PutKey(ctx, &cairnv1.PutKeyRequest{
 			Namespace: ns, Object: object, Key: key, Content: &cairnv1.PutKeyRequest_Value{Value: next.GetValue()},
-			ExpectedModRevision: &expected,
+			ExpectedModRevision: &expected, RequestId: id,
 		})
 		switch status.Code(err) {
 		case codes.OK:
 			return attempt, nil
-		case codes.FailedPrecondition, codes.Unavailable:
+		case codes.Unavailable:
+			// Outcome unknown: the same request again, under the same id.
+		case codes.FailedPrecondition:
 			if err := readCounter(ctx, n, ns, object, key, &cur, &rev); err != nil {
 				return attempt, err
 			}
+			id = testRequestID()
 		default:
 			return attempt, err
 		}
