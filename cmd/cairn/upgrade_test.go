@@ -22,9 +22,12 @@ import (
 const upgradeFrom = "5b69f51"
 
 // buildCairnAt builds the cairn binary of commit from this repository's
-// history into a temporary directory and returns its path. -trimpath keeps
-// the build cache's keys independent of the directory, so that only the
-// first build of a commit compiles anything.
+// history and returns its path. The commit's files are unpacked once into
+// a directory named after it (a cache shared by test runs: moved into
+// place whole, so a run sees it complete or not at all); building from
+// the same directory each time lets the Go build cache serve every run
+// after the first, and the dependencies are those this build already
+// compiled.
 func buildCairnAt(t *testing.T, commit string) string {
 	t.Helper()
 	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
@@ -32,17 +35,37 @@ func buildCairnAt(t *testing.T, commit string) string {
 		t.Fatalf("building cairn at commit %s needs this repository's git history, and git found no repository here: %v", commit, err)
 	}
 	root := strings.TrimSpace(string(top))
-	if out, err := exec.Command("git", "-C", root, "cat-file", "-e", commit+"^{commit}").CombinedOutput(); err != nil {
-		t.Fatalf("this clone lacks commit %s, the release the rolling upgrade starts from (a shallow clone? `git fetch --unshallow` fetches the history): %v %s",
-			commit, err, out)
+	full, err := exec.Command("git", "-C", root, "rev-parse", "--verify", "--quiet", commit+"^{commit}").Output()
+	if err != nil {
+		t.Fatalf("this clone lacks commit %s, the release the rolling upgrade starts from (a shallow clone? `git fetch --unshallow` fetches the history): %v",
+			commit, err)
 	}
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	if err := os.Mkdir(src, 0o755); err != nil {
+	src := filepath.Join(os.TempDir(), "cairn-src-"+strings.TrimSpace(string(full)))
+	if _, err := os.Stat(filepath.Join(src, "go.mod")); err != nil {
+		unpackCommit(t, root, commit, src)
+	}
+	bin := filepath.Join(t.TempDir(), "cairn-"+commit)
+	build := exec.Command("go", "build", "-o", bin, "./cmd/cairn")
+	build.Dir = src
+	build.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building cairn at commit %s: %v\n%s", commit, err, out)
+	}
+	return bin
+}
+
+// unpackCommit writes the files of commit into dir, which must not exist:
+// into a fresh directory first, then renamed to dir. When another test run
+// got there first, its copy is used.
+func unpackCommit(t *testing.T, root, commit, dir string) {
+	t.Helper()
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), filepath.Base(dir)+".tmp-")
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer os.RemoveAll(tmp)
 	archive := exec.Command("git", "-C", root, "archive", "--format=tar", commit)
-	untar := exec.Command("tar", "-x", "-C", src)
+	untar := exec.Command("tar", "-x", "-C", tmp)
 	pipe, err := archive.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -58,14 +81,11 @@ func buildCairnAt(t *testing.T, commit string) string {
 	if err := untar.Wait(); err != nil {
 		t.Fatalf("unpacking commit %s: %v\n%s", commit, err, stderr.String())
 	}
-	bin := filepath.Join(dir, "cairn-"+commit)
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/cairn")
-	build.Dir = src
-	build.Env = append(os.Environ(), "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building cairn at commit %s: %v\n%s", commit, err, out)
+	if err := os.Rename(tmp, dir); err != nil {
+		if _, statErr := os.Stat(filepath.Join(dir, "go.mod")); statErr != nil {
+			t.Fatalf("unpacking commit %s into %s: %v", commit, dir, err)
+		}
 	}
-	return bin
 }
 
 // TestRollingUpgrade runs a cluster of the previous release (upgradeFrom)
