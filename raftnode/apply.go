@@ -116,7 +116,7 @@ func (n *Node) onlyNoCommandsBetween(applied, index uint64) bool {
 	}
 	var l raft.Log
 	for i := applied + 1; i <= index; i++ {
-		if err := n.store.GetLog(i, &l); err != nil {
+		if err := n.logs.GetLog(i, &l); err != nil {
 			return false
 		}
 		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {

@@ -30,6 +30,7 @@ type Node struct {
 	fsm   *fsm.FSM
 	raft  *raft.Raft
 	store *raftboltdb.BoltStore
+	logs  *raft.LogCache // the log store as Raft sees it: store behind a cache
 	snaps *raft.FileSnapshotStore
 	trans *raft.NetworkTransport
 	mux   *mux // the Raft port: Raft's streams and the peer API's
@@ -143,13 +144,23 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raftnode: %w", err)
 	}
-	n.raft, err = raft.NewRaft(rc, &machine{n: n}, n.store, n.store, n.snaps, n.trans)
+	// The leader reads back every entry it sends to followers; the cache
+	// serves the recent ones from memory instead of decoding them from
+	// raft.db again (Consul keeps 512 too).
+	if n.logs, err = raft.NewLogCache(logCacheEntries, n.store); err != nil {
+		return nil, fmt.Errorf("raftnode: log cache: %w", err)
+	}
+	n.raft, err = raft.NewRaft(rc, &machine{n: n}, n.logs, n.store, n.snaps, n.trans)
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: %w", err)
 	}
 	ok = true
 	return n, nil
 }
+
+// logCacheEntries is how many recent log entries the leader keeps in
+// memory to send to followers.
+const logCacheEntries = 512
 
 // catchUpFromSnapshot restores the newest snapshot into the FSM when the
 // FSM's own state is older than it (for example after its database was
