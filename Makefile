@@ -8,7 +8,14 @@ STATICCHECK_VERSION        := v0.8.2
 BIN := $(CURDIR)/.bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: tools generate check-generated lint test
+# Release builds: static binaries (CGO_ENABLED=0, -trimpath) named for the
+# version, which `cairn version` prints with the commit; git describe names
+# it unless VERSION is given (make release VERSION=v1.2.0).
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+PLATFORMS := linux/amd64 linux/arm64
+
+.PHONY: tools generate check-generated lint test release
 
 tools:
 	GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -35,3 +42,16 @@ lint:
 
 test:
 	go test ./...
+
+# release builds dist/cairn-$(VERSION)-<os>-<arch> for every platform and
+# dist/SHA256SUMS (check with: cd dist && sha256sum -c SHA256SUMS).
+release:
+	rm -rf dist && mkdir -p dist
+	for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; \
+		echo "building dist/cairn-$(VERSION)-$$os-$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath \
+			-ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" \
+			-o dist/cairn-$(VERSION)-$$os-$$arch ./cmd/cairn || exit 1; \
+	done
+	cd dist && sha256sum cairn-* > SHA256SUMS && cat SHA256SUMS

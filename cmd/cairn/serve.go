@@ -217,8 +217,8 @@ func runServe(f serveFlags) error {
 	stopReload := reloadKeysOnHUP(log, rn.Server)
 	defer stopReload()
 	// SIGINT or SIGTERM drains: leadership handed over, requests in flight
-	// finished (up to 30 s), watch streams ended with a revision to resume
-	// from. A second signal exits at once.
+	// finished (up to drainTimeout), watch streams ended with a revision to
+	// resume from. A second signal exits at once.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	<-sigs
@@ -228,11 +228,16 @@ func runServe(f serveFlags) error {
 		log.Warn("second signal: exiting now")
 		os.Exit(1)
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	rn.Shutdown(ctx)
 	return nil
 }
+
+// drainTimeout bounds a graceful stop: the leadership hand-over and the
+// requests in flight. Service managers must wait longer before they kill
+// (contrib/systemd/cairn.service, docker-compose.yml; a test checks).
+const drainTimeout = 30 * time.Second
 
 // waitForSignal blocks until SIGINT or SIGTERM.
 func waitForSignal() {

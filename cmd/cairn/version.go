@@ -13,8 +13,14 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are set at build time with -ldflags "-X
+// main.version=... -X main.commit=..." (make release, the Dockerfile). An
+// empty commit falls back to the revision Go stamps into a build from a
+// git checkout, if any.
+var (
+	version = "dev"
+	commit  = ""
+)
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
@@ -23,13 +29,16 @@ func newVersionCmd() *cobra.Command {
 		Example: "  cairn version",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			commit := "unknown"
-			if info, ok := debug.ReadBuildInfo(); ok {
+			commit := commit
+			if info, ok := debug.ReadBuildInfo(); ok && commit == "" {
 				for _, s := range info.Settings {
 					if s.Key == "vcs.revision" {
 						commit = s.Value
 					}
 				}
+			}
+			if commit == "" {
+				commit = "unknown"
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "cairn %s (commit %s, %s)\nformats this build reads and writes:\n", version, commit, runtime.Version())
