@@ -146,12 +146,7 @@ func (rn *RunningNode) Shutdown(ctx context.Context) {
 	log := rn.Server.log
 	if rn.Node.IsLeader() {
 		if servers, err := rn.Node.Servers(); err == nil && countVoters(servers) > 1 {
-			log.Info("shutdown: handing leadership over")
-			if to, err := rn.Server.handOverLeadership(ctx, ""); err != nil {
-				log.Warn("shutdown: leadership hand-over failed; the other voters elect a leader", "err", err)
-			} else {
-				log.Info("shutdown: leadership handed over", "to", to)
-			}
+			rn.handOverForShutdown(ctx)
 		}
 	}
 	rn.Server.Shutdown(ctx)
@@ -159,6 +154,31 @@ func (rn *RunningNode) Shutdown(ctx context.Context) {
 	_ = rn.Node.Shutdown()
 	_ = rn.FSM.Close()
 	log.Info("shutdown: complete")
+}
+
+// handOverAttempts bounds the leadership transfers a stopping leader
+// tries: one fails when its target does not win the election within an
+// election timeout (a slow or busy peer), and the next may pick another.
+const handOverAttempts = 3
+
+// handOverForShutdown hands leadership to another voter before this node
+// stops, trying again when a transfer fails; when none succeeds, the
+// other voters elect a leader once this one is gone.
+func (rn *RunningNode) handOverForShutdown(ctx context.Context) {
+	log := rn.Server.log
+	log.Info("shutdown: handing leadership over")
+	for attempt := 1; ; attempt++ {
+		to, err := rn.Server.handOverLeadership(ctx, "")
+		if err == nil {
+			log.Info("shutdown: leadership handed over", "to", to)
+			return
+		}
+		if attempt == handOverAttempts || ctx.Err() != nil || !rn.Node.IsLeader() {
+			log.Warn("shutdown: leadership hand-over failed; the other voters elect a leader", "err", err)
+			return
+		}
+		log.Warn("shutdown: leadership hand-over failed; trying again", "err", err)
+	}
 }
 
 func countVoters(servers []raftnode.Server) int {
