@@ -21,9 +21,11 @@ type network struct {
 	conns    []netConn
 }
 
+// netConn is a connection the network made: from a node, to a Raft
+// address (whose node may be registered only after the dial).
 type netConn struct {
-	from, to string
-	c        net.Conn
+	from, addr string
+	c          net.Conn
 }
 
 var errPartitioned = errors.New("network: partitioned")
@@ -53,7 +55,7 @@ func (nw *network) dialer(id string) func(ctx context.Context, network, addr str
 			_ = c.Close()
 			return nil, errPartitioned
 		}
-		nw.conns = append(nw.conns, netConn{from: id, to: to, c: c})
+		nw.conns = append(nw.conns, netConn{from: id, addr: addr, c: c})
 		return c, nil
 	}
 }
@@ -65,7 +67,7 @@ func (nw *network) isolate(id string) {
 	nw.isolated[id] = true
 	kept := nw.conns[:0]
 	for _, c := range nw.conns {
-		if c.from == id || c.to == id {
+		if c.from == id || nw.addrs[c.addr] == id {
 			_ = c.c.Close()
 		} else {
 			kept = append(kept, c)

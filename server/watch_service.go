@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -81,8 +82,10 @@ func (s *Server) watch(ctx context.Context, req *cairnv1.WatchRequest, send func
 	streaming := false
 	for {
 		pos, err := hub.since(next, 64, streaming)
-		if err == nil && pos.epoch != epoch {
-			err = fmt.Errorf("%w: this node's state was replaced by a snapshot at revision %d; read the state again and watch from its revision", ErrWatchRestart, pos.current)
+		// A restore first: it also makes next look compacted here, but
+		// other members still hold the history, so the watcher resumes.
+		if pos.epoch != epoch && !errors.Is(err, ErrWatchRestart) {
+			err = fmt.Errorf("%w: this node's state was replaced by a snapshot at revision %d; resume from revision %d", ErrWatchRestart, pos.current, next)
 		}
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"google.golang.org/grpc"
@@ -437,4 +438,53 @@ func TestWatchSSE(t *testing.T) {
 	if fmt.Sprint(seen) != fmt.Sprint(want) {
 		t.Fatalf("SSE delivered revisions %v, want %v", seen, want)
 	}
+}
+
+// TestWatchEndsOnSnapshotInstall: a follower that falls behind the
+// leader's compacted log catches up by installing a snapshot; its watch
+// streams end with UNAVAILABLE (resume elsewhere: other members still
+// hold the history), not with OUT_OF_RANGE (compacted: read the state
+// again), which the client does not resume from. Found by the
+// fault-injection harness (test/chaos): watchers on a node that came back
+// from a partition lost their streams although the cluster held every
+// revision they needed.
+func TestWatchEndsOnSnapshotInstall(t *testing.T) {
+	nw := newNetwork()
+	c := mustStartCluster(t, 3, clusterOptions{SnapshotThreshold: 64, TrailingLogs: 16, Configure: func(id string, cfg *NodeConfig) {
+		cfg.Raft.Dial = nw.dialer(id)
+	}})
+	for _, n := range c.running() {
+		nw.mu.Lock()
+		nw.addrs[n.Node.RaftAddr()] = n.id
+		nw.mu.Unlock()
+	}
+	leader := c.leader(t)
+	f := c.followers(t)[0]
+	mustPutNamespace(t, leader, "wi")
+	mustPutKey(t, leader, "wi", "o", "k", 0)
+	waitFor(t, waitLong, "the follower to apply the write", func() bool { return f.FSM.AppliedIndex() >= leader.FSM.AppliedIndex() })
+	w := startWatch(t, f, &cairnv1.WatchRequest{Namespace: "wi"})
+
+	nw.isolate(f.id)
+	for i := 1; i <= 100; i++ {
+		mustPutKey(t, leader, "wi", "o", "k", i)
+	}
+	for _, n := range c.running() {
+		if n != f {
+			if err := n.Node.Snapshot(); err != nil {
+				t.Fatalf("%s: Snapshot: %v", n.id, err)
+			}
+		}
+	}
+	nw.heal()
+	waitFor(t, waitLong, "the follower to catch up", func() bool { return f.FSM.AppliedIndex() >= leader.FSM.AppliedIndex() })
+	select {
+	case <-w.done:
+	case <-time.After(waitLong):
+		cur, oldest := f.Server.hub.Current()
+		resps, _ := w.snapshot()
+		t.Fatalf("the follower installed a snapshot and its watch stream goes on (hub %d/%d, %d responses, last %d)", cur, oldest, len(resps), w.lastRevision())
+	}
+	_, err := w.snapshot()
+	wantCode(t, err, codes.Unavailable, "replaced by a snapshot", "resume from revision")
 }
