@@ -110,7 +110,8 @@ func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
 // call runs f against the current endpoint, moving to the next one and
 // trying again while the cluster answers UNAVAILABLE (or the endpoint
-// cannot be reached), for up to RetryFor. f must be safe to repeat: reads
+// cannot be reached), for up to RetryFor. A call that runs out of time
+// moves later calls to the next endpoint. f must be safe to repeat: reads
 // are, and writes carry a request id.
 func (c *Client) call(ctx context.Context, f func(ctx context.Context, conn *grpc.ClientConn) error) error {
 	if _, ok := ctx.Deadline(); !ok {
@@ -125,6 +126,11 @@ func (c *Client) call(ctx context.Context, f func(ctx context.Context, conn *grp
 		err := f(ctx, conn)
 		if err == nil {
 			return nil
+		}
+		if status.Code(err) == codes.DeadlineExceeded {
+			// The endpoint may hang (a paused process, a blackholed
+			// link) rather than refuse: the next call tries another.
+			c.failed(i)
 		}
 		if !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
 			return wrap(err)

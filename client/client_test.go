@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -135,6 +136,55 @@ func TestFailover(t *testing.T) {
 		}
 		if n != 50 {
 			t.Fatalf("w%d holds %d keys, want 50", w, n)
+		}
+	}
+}
+
+// TestFailoverFromHungEndpoint: an endpoint that accepts connections but
+// never answers (a paused process, a blackholed link) costs at most the
+// call that found it out; later calls go to the next endpoint. Found by
+// the fault-injection harness (test/chaos): while a node was stopped with
+// SIGSTOP, the clients that were on it timed out on every call until it
+// resumed, although the rest of the cluster served.
+func TestFailoverFromHungEndpoint(t *testing.T) {
+	cl := mustCluster(t)
+	hung, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	c, err := client.New(client.Config{Endpoints: []string{hung.Addr().String(), cl.Endpoints()[0]}, RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.PutNamespace(ctx, "h", nil); err != nil && !errors.Is(err, client.ErrDeadlineExceeded) {
+		t.Fatalf("first call, on the hung endpoint: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := c.PutNamespace(ctx, "h", nil); err != nil {
+			t.Fatalf("call %d after the hung endpoint timed out: %v", i+2, err)
 		}
 	}
 }
