@@ -55,12 +55,8 @@ func newAlarmLog(ns string) *alarmLog { return &alarmLog{ns: ns, alarms: map[str
 // ends; about one in eight is deleted again soon after.
 func setAlarms(ctx context.Context, seed int64, c *cluster, log *alarmLog) {
 	rng := rand.New(rand.NewSource(seed ^ 0x5ea1))
-	eps, _ := c.endpoints()
-	cl, err := client.New(client.Config{Endpoints: eps, RequestTimeout: 5 * time.Second, RetryFor: 5 * time.Second})
-	if err != nil {
-		panic(err)
-	}
-	defer cl.Close()
+	live := &liveClient{c: c, retryFor: 5 * time.Second}
+	defer live.close()
 	for seq := 0; ctx.Err() == nil; seq++ {
 		rec := &alarmRecord{object: fmt.Sprintf("a%d", seq%16), name: fmt.Sprintf("%s-%d", log.ns, seq),
 			fireAt: time.Now().Add(time.Duration(200+rng.Intn(3000)) * time.Millisecond).Truncate(time.Millisecond)}
@@ -69,7 +65,7 @@ func setAlarms(ctx context.Context, seed int64, c *cluster, log *alarmLog) {
 		log.mu.Unlock()
 		id := fmt.Sprintf("chaos-alarm-%d-%d", seq, rng.Int63())
 		acked := writeUntilAnswered(ctx, func(ctx context.Context) error {
-			_, err := cl.SetAlarm(ctx, log.ns, rec.object, client.AlarmSpec{Name: rec.name, FireAt: rec.fireAt}, client.WithRequestID(id))
+			_, err := live.get().SetAlarm(ctx, log.ns, rec.object, client.AlarmSpec{Name: rec.name, FireAt: rec.fireAt}, client.WithRequestID(id))
 			return err
 		})
 		log.mu.Lock()
@@ -81,7 +77,7 @@ func setAlarms(ctx context.Context, seed int64, c *cluster, log *alarmLog) {
 			log.mu.Unlock()
 			id := fmt.Sprintf("chaos-alarm-del-%d-%d", seq, rng.Int63())
 			if writeUntilAnswered(ctx, func(ctx context.Context) error {
-				_, err := cl.DeleteAlarm(ctx, log.ns, rec.object, rec.name, client.WithRequestID(id))
+				_, err := live.get().DeleteAlarm(ctx, log.ns, rec.object, rec.name, client.WithRequestID(id))
 				return err
 			}) {
 				log.mu.Lock()
@@ -122,13 +118,10 @@ func writeUntilAnswered(ctx context.Context, write func(context.Context) error) 
 // lease must expire and the alarm be delivered again.
 func claimAlarms(ctx context.Context, worker string, seed int64, c *cluster, log *alarmLog) {
 	rng := rand.New(rand.NewSource(seed))
-	eps, _ := c.endpoints()
-	cl, err := client.New(client.Config{Endpoints: eps, RequestTimeout: 5 * time.Second, RetryFor: 5 * time.Second})
-	if err != nil {
-		panic(err)
-	}
-	defer cl.Close()
+	live := &liveClient{c: c, rotate: int(seed), retryFor: 5 * time.Second}
+	defer live.close()
 	for ctx.Err() == nil {
+		cl := live.get()
 		sent := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		claimed, err := cl.ClaimAlarms(cctx, log.ns, worker, 32, 3*time.Second)

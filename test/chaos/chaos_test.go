@@ -157,7 +157,7 @@ func runChaos(t *testing.T, cfg runConfig) {
 	for i := 0; i < 8; i++ {
 		k := newKVClient(i, cfg.seed, c, r.h)
 		clients.Add(1)
-		go func() { defer clients.Done(); _ = k.run(work, resolve) }()
+		go func() { defer clients.Done(); k.run(work, resolve) }()
 	}
 	alarmSet, stopSetting := context.WithCancel(context.Background())
 	claimers, stopClaiming := context.WithCancel(context.Background())
@@ -186,7 +186,16 @@ func runChaos(t *testing.T, cfg runConfig) {
 			time.Sleep(wait) // the schedule says when the next fault starts
 		}
 		rec := faultRecord{kind: f.kind, start: r.h.now()}
+		for _, n := range c.members() {
+			if f.jitter > 0 {
+				c.net.Delay(n.id, f.jitter)
+			}
+		}
 		detail, err := r.inject(f)
+		c.net.Heal()
+		if f.jitter > 0 {
+			detail += fmt.Sprintf(", with %s on every link", 2*f.jitter)
+		}
 		rec.detail, rec.end = detail, r.h.now()
 		r.faults = append(r.faults, rec)
 		if err != nil {
@@ -267,10 +276,10 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 	// Durability: read every key, linearizably, after the final restart.
 	final := map[string]kvOp{}
 	for i := 0; i < kvKeys; i++ {
-		k := &kvClient{id: finalClient + i, c: r.c, h: r.h, cl: cl, lastSeen: map[string]*string{}}
+		k := &kvClient{id: finalClient + i}
 		op := kvOp{client: k.id, in: kvInput{op: opGet, key: keyName(i)}, call: r.h.now()}
 		var err error
-		if err := retry(30*time.Second, func(context.Context) error { op.out, err = k.do(op.in, ""); return err }); err != nil {
+		if err := retry(30*time.Second, func(context.Context) error { op.out, err = k.do(cl, op.in, ""); return err }); err != nil {
 			t.Errorf("final read of %s: %v", keyName(i), err)
 			anomalies++
 			continue
@@ -490,14 +499,17 @@ func (r *run) checkConverged(cl *client.Client) error {
 func (r *run) opsSummary() string {
 	counts := map[opKind]int{}
 	unknown := 0
+	var slowest time.Duration
 	ops := r.h.snapshot()
 	for _, op := range ops {
 		counts[op.in.op]++
 		if op.out.unknown {
 			unknown++
+		} else {
+			slowest = max(slowest, time.Duration(op.ret-op.call))
 		}
 	}
-	return fmt.Sprintf("ops=%d (get=%d put=%d delete=%d cas=%d unknown=%d)", len(ops), counts[opGet], counts[opPut], counts[opDelete], counts[opCAS], unknown)
+	return fmt.Sprintf("ops=%d (get=%d put=%d delete=%d cas=%d unknown=%d slowest=%s)", len(ops), counts[opGet], counts[opPut], counts[opDelete], counts[opCAS], unknown, slowest.Round(100*time.Millisecond))
 }
 
 // faultSummary counts the faults injected, by kind.

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -155,5 +156,37 @@ func TestRevisionChecker(t *testing.T) {
 		{from: 6, events: []watchEvent{{rev: 8, key: "k", value: "a"}}}}}
 	if p := checkAppliedOnce([]*watcher{twice}); len(p) != 1 {
 		t.Fatalf("a put applied at two revisions: %q", p)
+	}
+}
+
+// TestSchedule: a seed gives one schedule, every kind asked for at least
+// once, faults in time order; another seed gives another.
+func TestSchedule(t *testing.T) {
+	kinds, err := parseFaultKinds("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := schedule(42, kinds, 10*time.Minute), schedule(42, kinds, 10*time.Minute)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatal("one seed gave two schedules")
+	}
+	if reflect.DeepEqual(a, schedule(43, kinds, 10*time.Minute)) {
+		t.Fatal("seeds 42 and 43 gave the same schedule")
+	}
+	seen := map[faultKind]bool{}
+	for i, f := range a {
+		seen[f.kind] = true
+		if i > 0 && f.at <= a[i-1].at {
+			t.Fatalf("fault %d at %s, after fault %d at %s", i, f.at, i-1, a[i-1].at)
+		}
+	}
+	if len(seen) != int(numFaultKinds) {
+		t.Fatalf("%d kinds scheduled, want %d", len(seen), numFaultKinds)
+	}
+	if only := schedule(1, []faultKind{crashAll}, 0); len(only) != 1 || only[0].kind != crashAll {
+		t.Fatalf("short schedule of one kind: %+v", only)
+	}
+	if _, err := parseFaultKinds("kill-leader,nonsense"); err == nil {
+		t.Fatal("an unknown fault name was accepted")
 	}
 }

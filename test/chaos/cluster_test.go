@@ -254,6 +254,40 @@ func (c *cluster) endpoints() ([]string, int) {
 	return out, c.endpointsVersion
 }
 
+// liveClient is a client of the current members' client proxies, made
+// again when the members change (a removed member's proxy is gone, a new
+// member's would be missed). Not safe for concurrent use.
+type liveClient struct {
+	c        *cluster
+	rotate   int // the endpoint to start at, so that load spreads
+	retryFor time.Duration
+	cl       *client.Client
+	version  int
+}
+
+// get returns the client for the current members.
+func (l *liveClient) get() *client.Client {
+	eps, version := l.c.endpoints()
+	if l.cl != nil && version == l.version {
+		return l.cl
+	}
+	l.close()
+	r := l.rotate % len(eps)
+	cl, err := client.New(client.Config{Endpoints: append(eps[r:], eps[:r]...), RequestTimeout: 5 * time.Second, RetryFor: l.retryFor})
+	if err != nil {
+		panic(err) // only an empty list fails, and a cluster always has members
+	}
+	l.cl, l.version = cl, version
+	return cl
+}
+
+func (l *liveClient) close() {
+	if l.cl != nil {
+		_ = l.cl.Close()
+		l.cl = nil
+	}
+}
+
 // leader returns the member that says it is the leader, in the highest
 // term any member reports; nil when none does.
 func (c *cluster) leader(ctx context.Context) *node {

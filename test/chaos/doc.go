@@ -13,7 +13,8 @@
 //
 // Faults, at times drawn from the seed, one after another, each held for
 // one to four seconds and then healed: kill -9 of a follower, the leader
-// or any node, then a restart; SIGSTOP … SIGCONT; the leader partitioned
+// or any node, then a restart; SIGSTOP … SIGCONT (for 5 to 8 s, longer
+// than the clients' timeout); the leader partitioned
 // from its peers; a minority split from the majority (and, half the
 // time, from the clients); one-way loss (a node's bytes to its peers
 // held, theirs to it delivered; or the leader's answers to clients lost,
@@ -48,8 +49,8 @@
 //   - replicas: after the run every member reaches the same applied index
 //     with the same state hash.
 //
-// Every run prints one line: seed, operations, faults by kind, anomalies
-// and acknowledged writes lost.
+// Every run prints one line: seed, operations (and the slowest), faults
+// by kind, anomalies and acknowledged writes lost.
 //
 // Short mode (go test ./...) runs a three-node and a five-node cluster in
 // parallel that between them inject each kind of fault once, in about a

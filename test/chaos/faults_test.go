@@ -71,10 +71,14 @@ type fault struct {
 	hold  time.Duration
 	pick  int
 	delay time.Duration // addLatency
+	// jitter, when set, is latency added to every node's links for the
+	// whole of the fault, so that it meets a slow network (long runs).
+	jitter time.Duration
 }
 
 // schedule draws the faults of a run from seed: each kind of kinds once,
-// in a random order, then random kinds until the run's duration is used.
+// in a random order, then random kinds until the run's duration is used,
+// a third of these on a network slowed by jitter.
 // The same seed and arguments give the same schedule.
 func schedule(seed int64, kinds []faultKind, duration time.Duration) []fault {
 	rng := rand.New(rand.NewSource(seed))
@@ -86,10 +90,14 @@ func schedule(seed int64, kinds []faultKind, duration time.Duration) []fault {
 		gap := time.Duration(500+rng.Intn(2000)) * time.Millisecond
 		f := fault{at: at + gap, hold: time.Duration(1000+rng.Intn(3000)) * time.Millisecond, pick: rng.Intn(1 << 20),
 			delay: time.Duration(20+rng.Intn(180)) * time.Millisecond}
+		jitter := time.Duration(5+rng.Intn(35)) * time.Millisecond
 		if i < len(order) {
 			f.kind = order[i]
 		} else {
 			f.kind = kinds[rng.Intn(len(kinds))]
+			if rng.Intn(3) == 0 {
+				f.jitter = jitter
+			}
 		}
 		// Each fault also needs time to heal and recover; ~4 s is typical.
 		at = f.at + f.hold + 4*time.Second
@@ -136,13 +144,15 @@ func (r *run) inject(f fault) (string, error) {
 		hold()
 		return "kill -9 " + victim.id, victim.start(r.c.bin)
 	case pauseNode:
+		// Paused longer than the clients' timeout (5 s), so that the
+		// clients on it must move to another node.
 		victim := pickNode(members)
 		if err := victim.pause(); err != nil {
 			return "", err
 		}
-		hold()
+		time.Sleep(f.hold + 4*time.Second)
 		victim.resume()
-		return "SIGSTOP " + victim.id + " (leader " + leader.id + ")", nil
+		return fmt.Sprintf("SIGSTOP %s for %s (leader %s)", victim.id, f.hold+4*time.Second, leader.id), nil
 	case isolateLeader:
 		for _, n := range followers {
 			r.c.net.Partition(leader.id, n.id)

@@ -94,13 +94,11 @@ func keyName(i int) string { return fmt.Sprintf("k%d", i) }
 
 // kvClient is one workload client.
 type kvClient struct {
-	id      int
-	rng     *rand.Rand
-	c       *cluster
-	h       *history
-	cl      *client.Client
-	version int
-	seq     int
+	id   int
+	rng  *rand.Rand
+	h    *history
+	live *liveClient
+	seq  int
 	// lastSeen is the value the client last read or wrote per key, the
 	// expectation of its next cas on that key.
 	lastSeen map[string]*string
@@ -109,43 +107,17 @@ type kvClient struct {
 // newKVClient returns client id of the workload, its randomness derived
 // from the run's seed.
 func newKVClient(id int, seed int64, c *cluster, h *history) *kvClient {
-	return &kvClient{id: id, rng: rand.New(rand.NewSource(seed*1000 + int64(id))), c: c, h: h, version: -1, lastSeen: map[string]*string{}}
+	return &kvClient{id: id, rng: rand.New(rand.NewSource(seed*1000 + int64(id))), h: h,
+		live: &liveClient{c: c, rotate: id, retryFor: 5 * time.Second}, lastSeen: map[string]*string{}}
 }
 
-// connect (re)creates the client when the members changed; each client
-// starts at a different endpoint so that the load spreads.
-func (k *kvClient) connect() error {
-	eps, version := k.c.endpoints()
-	if version == k.version && k.cl != nil {
-		return nil
-	}
-	if k.cl != nil {
-		_ = k.cl.Close()
-	}
-	rot := append(eps[k.id%len(eps):], eps[:k.id%len(eps)]...)
-	cl, err := client.New(client.Config{Endpoints: rot, RequestTimeout: 5 * time.Second, RetryFor: 5 * time.Second})
-	if err != nil {
-		return err
-	}
-	k.cl, k.version = cl, version
-	return nil
-}
-
-// run issues operations until ctx ends, then stops resolving writes
-// whose outcome is unknown at stop.
-func (k *kvClient) run(ctx, stop context.Context) error {
-	defer func() {
-		if k.cl != nil {
-			_ = k.cl.Close()
-		}
-	}()
+// run issues operations until ctx ends; a write whose outcome is unknown
+// is retried until it is answered or stop ends.
+func (k *kvClient) run(ctx, stop context.Context) {
+	defer k.live.close()
 	for ctx.Err() == nil {
-		if err := k.connect(); err != nil {
-			return err
-		}
 		k.one(stop, k.next())
 	}
-	return nil
 }
 
 // next draws the next operation.
@@ -180,7 +152,7 @@ func (k *kvClient) one(stop context.Context, in kvInput) {
 	op := kvOp{client: k.id, in: in, call: k.h.now(), requestID: fmt.Sprintf("chaos-c%d-%d-%d", k.id, k.seq, k.rng.Int63())}
 	for {
 		op.attempts++
-		out, err := k.do(in, op.requestID)
+		out, err := k.do(k.live.get(), in, op.requestID)
 		if err == nil {
 			op.out, op.ret = out, k.h.now()
 			break
@@ -226,12 +198,14 @@ func (k *kvClient) observe(in kvInput, out kvOutput) {
 }
 
 // do sends one attempt of in.
-func (k *kvClient) do(in kvInput, requestID string) (kvOutput, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (k *kvClient) do(cl *client.Client, in kvInput, requestID string) (kvOutput, error) {
+	// Shorter than a pause (5 to 8 s), so that a client on a paused node
+	// gives up on it and retries; the client then tries another node.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	switch in.op {
 	case opGet:
-		kv, err := k.cl.Get(ctx, kvNamespace, kvObject, in.key)
+		kv, err := cl.Get(ctx, kvNamespace, kvObject, in.key)
 		if errors.Is(err, client.ErrNotFound) {
 			return kvOutput{}, nil
 		}
@@ -240,10 +214,10 @@ func (k *kvClient) do(in kvInput, requestID string) (kvOutput, error) {
 		}
 		return kvOutput{found: true, value: string(kv.Value), rev: kv.ModRevision}, nil
 	case opPut:
-		res, err := k.cl.Put(ctx, kvNamespace, kvObject, in.key, []byte(in.value), client.WithRequestID(requestID))
+		res, err := cl.Put(ctx, kvNamespace, kvObject, in.key, []byte(in.value), client.WithRequestID(requestID))
 		return kvOutput{rev: res.Revision}, err
 	case opDelete:
-		deleted, rev, err := k.cl.Delete(ctx, kvNamespace, kvObject, in.key, client.WithRequestID(requestID))
+		deleted, rev, err := cl.Delete(ctx, kvNamespace, kvObject, in.key, client.WithRequestID(requestID))
 		return kvOutput{deleted: deleted, rev: rev}, err
 	}
 	cmp := &cairnv1.Compare{Object: kvObject, Key: in.key, Relation: cairnv1.Relation_RELATION_EQUAL}
@@ -252,7 +226,7 @@ func (k *kvClient) do(in kvInput, requestID string) (kvOutput, error) {
 	} else {
 		cmp.Target = &cairnv1.Compare_BinaryValue{BinaryValue: []byte(in.expect)}
 	}
-	resp, err := k.cl.Txn(ctx, &cairnv1.TxnRequest{
+	resp, err := cl.Txn(ctx, &cairnv1.TxnRequest{
 		Namespace: kvNamespace, RequestId: requestID, Compares: []*cairnv1.Compare{cmp},
 		Success: []*cairnv1.TxnOp{{Op: &cairnv1.TxnOp_Put{Put: &cairnv1.PutOp{Object: kvObject, Key: in.key,
 			Content: &cairnv1.PutOp_BinaryValue{BinaryValue: []byte(in.value)}}}}},

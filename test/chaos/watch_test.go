@@ -43,18 +43,22 @@ type watcher struct {
 	start    time.Time
 }
 
-// watch follows the object until ctx ends.
+// watch follows the object until ctx ends. When the client gives up on a
+// stream (the cluster was unavailable for longer than it retries), it
+// resumes from the next revision, as an application would; only when
+// that revision is compacted on every member does it start again from
+// now, in a new segment.
 func (w *watcher) watch(ctx context.Context, c *cluster) {
-	eps, _ := c.endpoints()
-	cl, err := client.New(client.Config{Endpoints: eps, RequestTimeout: 5 * time.Second, RetryFor: 10 * time.Second})
-	if err != nil {
-		panic(err)
-	}
-	defer cl.Close()
+	live := &liveClient{c: c, retryFor: 10 * time.Second}
+	defer live.close()
+	var next uint64 // 0: from now
 	for ctx.Err() == nil {
-		wt, err := cl.Watch(ctx, &cairnv1.WatchRequest{Namespace: kvNamespace, Object: kvObject})
+		wt, err := live.get().Watch(ctx, &cairnv1.WatchRequest{Namespace: kvNamespace, Object: kvObject, StartRevision: next})
 		if err != nil {
 			w.note(err)
+			if errors.Is(err, client.ErrCompacted) {
+				next = 0
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(100 * time.Millisecond):
@@ -64,11 +68,15 @@ func (w *watcher) watch(ctx context.Context, c *cluster) {
 		seg := &segment{from: wt.Revision()}
 		w.mu.Lock()
 		w.segments = append(w.segments, seg)
+		w.revision = max(w.revision, seg.from)
 		w.mu.Unlock()
 		for {
 			resp, err := wt.Next(false)
 			if err != nil {
 				w.note(err)
+				if errors.Is(err, client.ErrCompacted) {
+					next = 0
+				}
 				break
 			}
 			w.mu.Lock()
@@ -78,6 +86,7 @@ func (w *watcher) watch(ctx context.Context, c *cluster) {
 					deleted: e.Type == cairnv1.EventType_EVENT_TYPE_DELETE, value: string(e.GetBinaryValue())})
 			}
 			w.revision = resp.Revision
+			next = resp.Revision + 1
 			w.mu.Unlock()
 		}
 	}
