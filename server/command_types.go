@@ -19,9 +19,10 @@ import (
 // fsm.BaseCommandTypes, which are proposed without asking; before it
 // proposes any other type the leader asks every member (PeerService
 // CommandTypes) and refuses the command with FAILED_PRECONDITION while one
-// of them does not apply it. The answers are not cached: a member may be
-// rolled back to an older release at any time, and only types newer than
-// the base pay for the question.
+// of them does not apply it. The answers are not cached: any member may be
+// restarted with another binary at any time, and only types newer than
+// the base pay for the question. A member replaced between the question
+// and the proposal is the operator's doing, and stops loudly.
 
 // checkMembersApply returns an error wrapping ErrMemberTooOld when some
 // member does not apply cmd's command type, and one wrapping
