@@ -154,6 +154,7 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 		return nil
 	})
 	f.applied.Store(applied)
+	releaseMapping(db, path)
 	return db, nil
 }
 

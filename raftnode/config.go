@@ -86,7 +86,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
 		CommitTimeout:      20 * time.Millisecond,
-		SnapshotThreshold:  8192,
+		SnapshotThreshold:  100_000, // a snapshot is the whole state: see DESIGN.md
 		SnapshotInterval:   30 * time.Second,
 		TrailingLogs:       10240,
 		SnapshotRetain:     2,

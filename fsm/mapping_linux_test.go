@@ -1,0 +1,70 @@
+package fsm
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+)
+
+// mappedRSS returns the resident bytes of this process's mappings of path
+// (from /proc/self/smaps).
+func mappedRSS(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var total int64
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) >= 5 && strings.Contains(fields[0], "-") {
+			in = len(fields) >= 6 && fields[len(fields)-1] == path
+			continue
+		}
+		if in && len(fields) == 3 && fields[0] == "Rss:" {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			total += kb << 10
+		}
+	}
+	return total
+}
+
+// TestOpenLeavesMappingCold: opening a database visits every page (the
+// freelist is rebuilt), and the node must not keep them all resident:
+// after Open the map of a 40 MB database holds at most a few MB.
+func TestOpenLeavesMappingCold(t *testing.T) {
+	dir := t.TempDir()
+	f := openSynced(t, dir)
+	mustApply(t, f, cmdPutNamespace("ns", 0))
+	value := strings.Repeat("v", 1000)
+	for o := range 40 {
+		var puts []*raftcmdv1.KeyPut
+		for k := range 1000 {
+			puts = append(puts, kput(fmt.Sprintf("k%04d", k), value))
+		}
+		mustApply(t, f, cmdBatch("ns", fmt.Sprintf("o%02d", o), puts))
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, dbFile)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := openSynced(t, dir)
+	if got := mappedRSS(t, path); got > st.Size()/8 {
+		t.Fatalf("after Open %d bytes of the %d-byte database stay resident", got, st.Size())
+	}
+	mustGet(t, g, "ns", "o39", "k0999") // pages fault back in
+}

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package fsm
+
+import bolt "go.etcd.io/bbolt"
+
+// releaseMapping is Linux-only (mapping_linux.go).
+func releaseMapping(*bolt.DB, string) {}
