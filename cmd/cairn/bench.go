@@ -194,6 +194,7 @@ func (o *benchOptions) validate(cmd *cobra.Command) error {
 func runBench(ctx context.Context, stdout, stderr io.Writer, o benchOptions, cfg client.Config) error {
 	r := &benchRun{o: o, cfg: cfg, progress: newBenchProgress(stderr)}
 	defer r.close()
+	defer r.progress.clear() // before an error is printed, too
 	if err := r.connect(ctx); err != nil {
 		return err
 	}
