@@ -20,19 +20,50 @@
 # and keeps every run's JSON line in OUTDIR/results.jsonl.
 #
 # Usage: bench/compare.sh -l LOADGEN [-n REPS] [-d DURATION] [-w WARMUP] [-o OUTDIR] [-p PORT]
+#        bench/compare.sh -t OUTDIR/results.jsonl   (print the tables of an earlier run)
 #   -l  the shared load generator: a built binary, or its Go source directory
 #       (built here); also env LOADGEN
 #   -n  repetitions (default 5); -d measured duration per run (default 10s);
 #   -w  warm-up per run (default 1s); -o where results and the clusters'
 #       data and logs go (default: a new temporary directory, removed at the
-#       end unless -o is given); -p base of the ports used, p+1 to p+43 (default 36100)
+#       end unless -o is given); -p base of the ports used, p+1 to p+43 (default
+#       24100, below Linux's ephemeral ports so that no client socket holds one)
 #
 # Needs go, curl and jq; installs etcd-server with apt-get when etcd is
 # missing. Only the processes it started are stopped, by PID, on exit.
 set -euo pipefail
 
-REPS=5 DURATION=10s WARMUP=1s OUTDIR="" PORT=36100 LOADGEN=${LOADGEN:-}
-while getopts "l:n:d:w:o:p:h" opt; do
+# table FILE: the markdown tables of a results file (medians per case).
+table() {
+  jq -rs '
+  def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  def f: if . >= 100 then (. | round | tostring) else ((. * 100 | round) / 100 | tostring) end;
+  def ratio(a; b): if b > 0 then ((a / b * 100 | round) / 100 | tostring) + "×" else "-" end;
+  def cell(rs; sys; proto; k): [rs[] | select(.system == sys and .proto == proto) | .[k]] | median;
+  def cpu_per_op(rs; sys; proto):
+    [rs[] | select(.system == sys and .proto == proto and .ops_per_s > 0)
+     | ([.pid_cpu_pct[]] | add) / 100 / .ops_per_s * 1e6] | median;
+  group_by(.case) as $groups
+  | ["put, 1 client", "put, 16 clients", "put, 64 clients", "put, 256 clients",
+     "linearizable get, 64 clients", "serializable get, 64 clients"] as $order
+  | (["grpc", "cairn gRPC", "etcd gRPC"], ["rest", "cairn REST", "etcd JSON gateway"]) as [$p, $cn, $en]
+  | "| workload | \($cn) ops/s | \($en) ops/s | ratio | \($cn) p50 / p99 ms | \($en) p50 / p99 ms | p50 ratio | p99 ratio | server CPU µs/op cairn / etcd | errors cairn / etcd |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+    ($order[] as $case
+     | [$groups[] | select(.[0].case == $case)][0] as $rs
+     | select($rs != null)
+     | cell($rs; "cairn"; $p; "ops_per_s") as $co | cell($rs; "etcd"; $p; "ops_per_s") as $eo
+     | cell($rs; "cairn"; $p; "p50_ms") as $c50 | cell($rs; "etcd"; $p; "p50_ms") as $e50
+     | cell($rs; "cairn"; $p; "p99_ms") as $c99 | cell($rs; "etcd"; $p; "p99_ms") as $e99
+     | ([$rs[] | select(.system == "cairn" and .proto == $p) | .errors] | add) as $ce
+     | ([$rs[] | select(.system == "etcd" and .proto == $p) | .errors] | add) as $ee
+     | "| \($case) | \($co | f) | \($eo | f) | \(ratio($co; $eo)) | \($c50 | f) / \($c99 | f) | \($e50 | f) / \($e99 | f) | \(ratio($c50; $e50)) | \(ratio($c99; $e99)) | \(cpu_per_op($rs; "cairn"; $p) | round) / \(cpu_per_op($rs; "etcd"; $p) | round) | \($ce) / \($ee) |"),
+    ""
+' "$1"
+}
+
+REPS=5 DURATION=10s WARMUP=1s OUTDIR="" PORT=24100 TABLE_ONLY="" LOADGEN=${LOADGEN:-}
+while getopts "l:n:d:w:o:p:t:h" opt; do
   case $opt in
     l) LOADGEN=$OPTARG ;;
     n) REPS=$OPTARG ;;
@@ -40,9 +71,11 @@ while getopts "l:n:d:w:o:p:h" opt; do
     w) WARMUP=$OPTARG ;;
     o) OUTDIR=$OPTARG ;;
     p) PORT=$OPTARG ;;
+    t) TABLE_ONLY=$OPTARG ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 done
+if [[ -n $TABLE_ONLY ]]; then table "$TABLE_ONLY"; exit; fi
 [[ -n $LOADGEN ]] || { echo "compare.sh: give the load generator with -l (or LOADGEN)" >&2; exit 2; }
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: -n $REPS: want a positive count" >&2; exit 2; }
 for tool in go curl jq; do
@@ -73,6 +106,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { echo "compare.sh: $*" >&2; }
+exec 4>&2 # stderr, for messages from inside commands whose output is hidden
+
 
 # Ports, from p (-p): cairn REST p+1..3, gRPC p+11..13, Raft p+21..23;
 # etcd clients p+31..33, peers p+41..43.
@@ -124,9 +159,18 @@ until_ok() {
     sleep 0.2
   done
 }
+# ready PID CHECK...: true once CHECK succeeds; exits the script if the
+# process PID has ended (a port taken, a bad flag: its log says).
+ready() {
+  local pid=$1; shift
+  kill -0 "$pid" 2>/dev/null || { log "process $pid ended; see the logs in $OUTDIR" 2>&4; exit 1; }
+  "$@"
+}
 for i in 1 2 3; do
-  until_ok 60 curl -sf "http://127.0.0.1:$(port "$i")/readyz" || { log "cairn n$i not ready; see $OUTDIR/cairn-n$i.log"; exit 1; }
-  until_ok 60 sh -c "curl -sf http://127.0.0.1:$(port $((30 + i)))/health | grep -q true" || { log "etcd e$i not healthy; see $OUTDIR/etcd-e$i.log"; exit 1; }
+  until_ok 60 ready "${PIDS[$((i - 1))]}" curl -sf "http://127.0.0.1:$(port "$i")/readyz" ||
+    { log "cairn n$i not ready; see $OUTDIR/cairn-n$i.log"; exit 1; }
+  until_ok 60 ready "${PIDS[$((i + 2))]}" sh -c "curl -sf http://127.0.0.1:$(port $((30 + i)))/health | grep -q true" ||
+    { log "etcd e$i not healthy; see $OUTDIR/etcd-e$i.log"; exit 1; }
 done
 CAIRN_EPS="127.0.0.1:$(port 11),127.0.0.1:$(port 12),127.0.0.1:$(port 13)"
 CAIRN_PIDS=$(IFS=,; echo "${PIDS[*]:0:3}")
@@ -196,37 +240,13 @@ for rep in $(seq "$REPS"); do
   done
 done
 
-etcd_version=$(etcd --version | head -n1)
+etcd_version=$(etcd --version | sed -n 1p) # sed reads it all: no SIGPIPE
 cat <<EOF
 
-cairn ($("$CAIRN" version | head -n1)) vs $etcd_version, 3 nodes each on loopback, fsync on,
+cairn ($("$CAIRN" version | sed -n 1p)) vs $etcd_version, 3 nodes each on loopback, fsync on,
 $(nproc) cores shared by both clusters and the load; 256-byte values, 10,000 keys; medians of
 $REPS interleaved runs of $DURATION each (after $WARMUP of warm-up), the leader loaded; ratio = cairn / etcd.
 
 EOF
-jq -rs '
-  def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-  def f: if . >= 100 then (. | round | tostring) else ((. * 100 | round) / 100 | tostring) end;
-  def ratio(a; b): if b > 0 then ((a / b * 100 | round) / 100 | tostring) + "×" else "-" end;
-  def cell(rs; sys; proto; k): [rs[] | select(.system == sys and .proto == proto) | .[k]] | median;
-  def cpu_per_op(rs; sys; proto):
-    [rs[] | select(.system == sys and .proto == proto and .ops_per_s > 0)
-     | ([.pid_cpu_pct[]] | add) / 100 / .ops_per_s * 1e6] | median;
-  group_by(.case) as $groups
-  | ["put, 1 client", "put, 16 clients", "put, 64 clients", "put, 256 clients",
-     "linearizable get, 64 clients", "serializable get, 64 clients"] as $order
-  | (["grpc", "cairn gRPC", "etcd gRPC"], ["rest", "cairn REST", "etcd JSON gateway"]) as [$p, $cn, $en]
-  | "| workload | \($cn) ops/s | \($en) ops/s | ratio | \($cn) p50 / p99 ms | \($en) p50 / p99 ms | p50 ratio | p99 ratio | server CPU µs/op cairn / etcd | errors cairn / etcd |",
-    "|---|---|---|---|---|---|---|---|---|---|",
-    ($order[] as $case
-     | [$groups[] | select(.[0].case == $case)][0] as $rs
-     | select($rs != null)
-     | cell($rs; "cairn"; $p; "ops_per_s") as $co | cell($rs; "etcd"; $p; "ops_per_s") as $eo
-     | cell($rs; "cairn"; $p; "p50_ms") as $c50 | cell($rs; "etcd"; $p; "p50_ms") as $e50
-     | cell($rs; "cairn"; $p; "p99_ms") as $c99 | cell($rs; "etcd"; $p; "p99_ms") as $e99
-     | ([$rs[] | select(.system == "cairn" and .proto == $p) | .errors] | add) as $ce
-     | ([$rs[] | select(.system == "etcd" and .proto == $p) | .errors] | add) as $ee
-     | "| \($case) | \($co | f) | \($eo | f) | \(ratio($co; $eo)) | \($c50 | f) / \($c99 | f) | \($e50 | f) / \($e99 | f) | \(ratio($c50; $e50)) | \(ratio($c99; $e99)) | \(cpu_per_op($rs; "cairn"; $p) | round) / \(cpu_per_op($rs; "etcd"; $p) | round) | \($ce) / \($ee) |"),
-    ""
-' "$RESULTS"
+table "$RESULTS"
 if [[ $KEEP == 1 ]]; then log "every run's JSON line: $RESULTS"; fi
