@@ -60,7 +60,8 @@ type Config struct {
 	// MaxInflightProposals bounds the writes the leader has handed to Raft
 	// and not yet applied (its own clients' and those followers forward);
 	// past it writes fail at once the same way, so the latency of admitted
-	// writes stays bounded. 0 means 1024.
+	// writes stays bounded: near MaxInflightProposals divided by the rate
+	// the leader applies writes at. 0 means 512.
 	MaxInflightProposals int
 	// MaxHeaderBytes bounds the headers of a REST request and the metadata
 	// of a gRPC call. 0 means 64 KiB.
@@ -116,7 +117,7 @@ func DefaultConfig() Config {
 
 		MaxConcurrentStreams: 1024,
 		MaxInflightRequests:  4096,
-		MaxInflightProposals: 1024,
+		MaxInflightProposals: 512,
 		MaxHeaderBytes:       64 << 10,
 		HTTPReadTimeout:      60 * time.Second,
 		HTTPIdleTimeout:      120 * time.Second,
