@@ -163,7 +163,8 @@ func runChaos(t *testing.T, cfg runConfig) {
 	claimers, stopClaiming := context.WithCancel(context.Background())
 	defer stopClaiming()
 	var background sync.WaitGroup
-	background.Add(4)
+	background.Add(5)
+	go func() { defer background.Done(); ballast(alarmSet, c) }()
 	go func() { defer background.Done(); setAlarms(alarmSet, cfg.seed, c, r.alarms) }()
 	go func() { defer background.Done(); setAlarms(alarmSet, cfg.seed+1, c, r.hooks) }()
 	for i := 0; i < 2; i++ {

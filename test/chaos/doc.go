@@ -9,16 +9,18 @@
 // which its peers dial (a node dials from its own IP, so the proxy knows
 // which peer a connection comes from), and one in front of its gRPC port,
 // which the clients dial. Nodes snapshot every 256 entries and keep 64
-// after a snapshot, so compaction happens throughout a run.
+// after a snapshot, so compaction happens throughout a run; about 1 MiB of
+// ballast values, rewritten all along, makes snapshots take a while to
+// write and install.
 //
 // Faults, at times drawn from the seed, one after another, each held for
 // one to four seconds and then healed: kill -9 of a follower, the leader
 // or any node, then a restart; SIGSTOP … SIGCONT (for 5 to 8 s, longer
 // than the clients' timeout); the leader partitioned
 // from its peers; a minority split from the majority (and, half the
-// time, from the clients); one-way loss (a node's bytes to its peers
-// held, theirs to it delivered; or the leader's answers to clients lost,
-// so that clients retry writes that happened); added latency
+// time, from the clients); one-way loss (a node mute to its peers, or
+// deaf to them; or the leader's answers to clients lost, so that clients
+// retry writes that happened); added latency
 // on a node's links; leader transfer; a member removed under load and a
 // fresh node added; every node killed at once; a node down while the
 // others compact their logs past it, so that it must install a snapshot.

@@ -116,8 +116,9 @@ type faultRecord struct {
 	start, end int64 // nanoseconds since the run started
 }
 
-// inject carries out f on the cluster and heals it: the fault is in
-// place for f.hold, then undone. It returns what it did.
+// inject carries out f on the cluster: the fault is in place for f.hold,
+// then undone (network faults by the caller's Heal). It returns what it
+// did.
 func (r *run) inject(f fault) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -158,7 +159,6 @@ func (r *run) inject(f fault) (string, error) {
 			r.c.net.Partition(leader.id, n.id)
 		}
 		hold()
-		r.c.net.Heal()
 		return "isolate leader " + leader.id, nil
 	case splitMinority:
 		shuffled := append([]*node(nil), members...)
@@ -176,36 +176,44 @@ func (r *run) inject(f fault) (string, error) {
 			}
 		}
 		hold()
-		r.c.net.Heal()
 		return fmt.Sprintf("split %v | %v (leader %s, %s)", ids(minority), ids(majority), leader.id, clients), nil
 	case oneWayLoss:
-		// A third of the time the leader goes mute to its peers (they
-		// hear nothing from it, it hears them), a third a follower does,
-		// and a third the leader's answers to clients are lost while
-		// their requests arrive: clients time out on writes that
-		// happened and retry them, with their request ids, elsewhere.
-		switch f.pick % 3 {
-		case 2:
+		// A quarter of the time the leader goes mute to its peers (they
+		// hear nothing from it, it hears them), a quarter a follower
+		// does, a quarter a follower goes deaf (it hears nothing, its
+		// peers hear it: it calls elections), and a quarter the leader's
+		// answers to clients are lost while their requests arrive:
+		// clients time out on writes that happened and retry them, with
+		// their request ids, elsewhere.
+		victim, deaf := leader, false
+		switch f.pick % 4 {
+		case 3:
 			r.c.net.Lose(leader.id, clientSide)
 			hold()
-			r.c.net.Heal()
 			return "answers from leader " + leader.id + " to clients lost", nil
+		case 2:
+			victim, deaf = pickNode(followers), true
 		case 1:
-			leader = pickNode(followers)
+			victim = pickNode(followers)
 		}
 		for _, n := range members {
-			if n != leader {
-				r.c.net.Lose(leader.id, n.id)
+			switch {
+			case n == victim:
+			case deaf:
+				r.c.net.Lose(n.id, victim.id)
+			default:
+				r.c.net.Lose(victim.id, n.id)
 			}
 		}
 		hold()
-		r.c.net.Heal()
-		return "one-way loss from " + leader.id + " to its peers", nil
+		if deaf {
+			return fmt.Sprintf("%s deaf to its peers (leader %s)", victim.id, leader.id), nil
+		}
+		return fmt.Sprintf("%s mute to its peers (leader %s)", victim.id, leader.id), nil
 	case addLatency:
 		victim := pickNode(members)
 		r.c.net.Delay(victim.id, f.delay)
 		hold()
-		r.c.net.Heal()
 		return fmt.Sprintf("+%s on %s's links", f.delay, victim.id), nil
 	case transferLeader:
 		to := pickNode(followers)
