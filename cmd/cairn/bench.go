@@ -68,8 +68,9 @@ Clients run closed-loop (one request at a time each), or open-loop at
 request was due. Over gRPC (the Go client) the clients share --connections
 connections; with --rest each client keeps its own HTTP/1.1 keep-alive
 connection to the REST gateway and sends JSON. An overloaded cluster's
-ResourceExhausted answers are counted apart and each is followed by a short
-pause, not retried. Progress shows on stderr when it is a terminal.`,
+ResourceExhausted answers are counted apart, and the client that got one
+pauses for the server's retry hint (10 ms without one, 1 s at most) before
+its next operation; the refused one is not retried. Progress shows on stderr when it is a terminal.`,
 		Example: `  cairn bench put --clients 64 --duration 10s
   cairn bench get --consistency serializable --target followers --clients 64
   cairn bench mixed --read-ratio 0.9 --rest --output json

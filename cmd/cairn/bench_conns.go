@@ -153,6 +153,9 @@ type restError struct {
 	status int
 	code   codes.Code // from the body's gRPC code; Unknown when it had none
 	msg    string
+	// retryAfter is the server's retry hint (overload): the body's
+	// RetryInfo, or else the Retry-After header; 0 without either.
+	retryAfter time.Duration
 }
 
 func (e *restError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.msg) }
@@ -182,12 +185,26 @@ func (r *restConn) do(ctx context.Context, hc *http.Client, method, u string, bo
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		e := &restError{status: resp.StatusCode, code: codes.Unknown, msg: string(b)}
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			e.retryAfter = time.Duration(secs) * time.Second
+		}
 		var st struct {
 			Code    *int   `json:"code"`
 			Message string `json:"message"`
+			Details []struct {
+				// A google.rpc.RetryInfo's, by its proto name (the
+				// gateway's) or its JSON name.
+				RetryDelay     string `json:"retry_delay"`
+				RetryDelayJSON string `json:"retryDelay"`
+			} `json:"details"`
 		}
 		if json.Unmarshal(b, &st) == nil && st.Code != nil {
 			e.code, e.msg = codes.Code(*st.Code), st.Message
+			for _, d := range st.Details {
+				if delay, err := time.ParseDuration(d.RetryDelay + d.RetryDelayJSON); err == nil {
+					e.retryAfter = delay
+				}
+			}
 		}
 		return nil, e
 	}

@@ -65,9 +65,31 @@ const (
 
 var benchOpNames = [...]string{benchRead: "get", benchWrite: "put"}
 
-// benchOverloadPause is how long a client waits after a ResourceExhausted
-// answer before its next operation: the cluster asked for less load.
-const benchOverloadPause = 10 * time.Millisecond
+// After a ResourceExhausted answer a client waits before its next
+// operation (the cluster asked for less load): the server's retry hint, or
+// benchOverloadPause without one, at most benchOverloadMaxPause. The
+// refused operation itself is not retried.
+const (
+	benchOverloadPause    = 10 * time.Millisecond
+	benchOverloadMaxPause = time.Second
+)
+
+// benchRetryAfter is the pause after a ResourceExhausted answer err.
+func benchRetryAfter(err error) time.Duration {
+	var ce *client.Error
+	var re *restError
+	hint := time.Duration(0)
+	switch {
+	case errors.As(err, &ce):
+		hint = ce.RetryAfter
+	case errors.As(err, &re):
+		hint = re.retryAfter
+	}
+	if hint <= 0 {
+		return benchOverloadPause
+	}
+	return min(hint, benchOverloadMaxPause)
+}
 
 // benchValueChars are what values are made of: safe in URLs and JSON
 // strings as they are.
@@ -201,7 +223,7 @@ func (r *benchRun) runPhase(ctx context.Context, name string, d time.Duration, o
 					if measure {
 						w.overloaded++
 					}
-					sleepCtx(ctx, benchOverloadPause)
+					sleepCtx(ctx, benchRetryAfter(err))
 				}
 			}
 		})
