@@ -93,6 +93,7 @@ func TestBenchOverload(t *testing.T) {
 	n := newE2ENode(t, "n1", ports[0], ports[1], ports[2], "--bootstrap", "--max-inflight-requests", "2")
 	n.start(t)
 	waitAllReady(t, 30*time.Second, n)
+	waitMembers(t, n.base(), n) // the bench reaches the leader by its published address
 	for _, rest := range []string{"--rest=false", "--rest=true"} {
 		out, err := runCairn(t, n.dir, nil, "bench", "put", "--endpoints", n.grpc, "--clients", "32", "--ops", "300",
 			"--warmup", "0s", "-o", "json", rest)
