@@ -35,8 +35,13 @@ type alarmRecord struct {
 	dropped      int // claims the worker did not ack, as if it crashed
 }
 
-// claim is one delivery: when the claim was sent and when it was answered.
-type claim struct{ sent, answered time.Time }
+// claim is one delivery: when the claim was sent and when it was
+// answered, and the fire_at and payload it delivered.
+type claim struct {
+	sent, answered time.Time
+	fireAt         time.Time
+	payload        string
+}
 
 // alarmLog collects the alarms of one namespace and their deliveries.
 type alarmLog struct {
@@ -65,7 +70,7 @@ func setAlarms(ctx context.Context, seed int64, c *cluster, log *alarmLog) {
 		log.mu.Unlock()
 		id := fmt.Sprintf("chaos-alarm-%d-%d", seq, rng.Int63())
 		acked := writeUntilAnswered(ctx, func(ctx context.Context) error {
-			_, err := live.get().SetAlarm(ctx, log.ns, rec.object, client.AlarmSpec{Name: rec.name, FireAt: rec.fireAt}, client.WithRequestID(id))
+			_, err := live.get().SetAlarm(ctx, log.ns, rec.object, client.AlarmSpec{Name: rec.name, FireAt: rec.fireAt, Payload: []byte(rec.name)}, client.WithRequestID(id))
 			return err
 		})
 		log.mu.Lock()
@@ -141,7 +146,7 @@ func claimAlarms(ctx context.Context, worker string, seed int64, c *cluster, log
 			if rec == nil {
 				log.unknown++
 			} else {
-				rec.claims = append(rec.claims, claim{sent: sent, answered: now})
+				rec.claims = append(rec.claims, claim{sent: sent, answered: now, fireAt: a.FireAt.AsTime(), payload: string(a.Payload)})
 			}
 			if rec != nil && rng.Intn(10) == 0 {
 				rec.dropped++
@@ -176,12 +181,13 @@ func (l *alarmLog) pending() int {
 // alarmFindings are the alarm checker's results.
 type alarmFindings struct {
 	set, delivered, redelivered, dropped int
-	lost, early, afterDelete             []string
+	lost, early, afterDelete, wrong      []string
 	unknownDeliveries                    int
 }
 
 // check checks the deliveries: every alarm set and not deleted was
-// delivered at least once, and again after a claim that was not acked, none before its fire_at, none that a claim
+// delivered at least once, and again after a claim that was not acked,
+// with the fire_at and payload it was set with, none before its fire_at, none that a claim
 // made after its delete was answered, and none that was never set.
 func (l *alarmLog) check() alarmFindings {
 	l.mu.Lock()
@@ -203,6 +209,10 @@ func (l *alarmLog) check() alarmFindings {
 			f.lost = append(f.lost, key+" (its lease expired unacked, and it was not delivered again)")
 		}
 		for _, c := range a.claims {
+			if !c.fireAt.Equal(a.fireAt) || c.payload != a.name {
+				f.wrong = append(f.wrong, fmt.Sprintf("%s set for %s with payload %q, delivered for %s with %q", key,
+					a.fireAt.Format(time.StampMilli), a.name, c.fireAt.Format(time.StampMilli), c.payload))
+			}
 			if c.answered.Before(a.fireAt) {
 				f.early = append(f.early, fmt.Sprintf("%s due %s, claim answered %s", key, a.fireAt.Format(time.StampMilli), c.answered.Format(time.StampMilli)))
 			}
@@ -214,5 +224,6 @@ func (l *alarmLog) check() alarmFindings {
 	sort.Strings(f.lost)
 	sort.Strings(f.early)
 	sort.Strings(f.afterDelete)
+	sort.Strings(f.wrong)
 	return f
 }

@@ -363,13 +363,16 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 		for _, a := range af.early {
 			t.Errorf("%s: alarm delivered early: %s", l.ns, a)
 		}
+		for _, a := range af.wrong {
+			t.Errorf("%s: alarm delivered wrong: %s", l.ns, a)
+		}
 		for _, a := range af.afterDelete {
 			t.Errorf("%s: alarm delivered after its delete: %s", l.ns, a)
 		}
 		if af.unknownDeliveries > 0 {
 			t.Errorf("%s: %d deliveries of alarms never set", l.ns, af.unknownDeliveries)
 		}
-		anomalies += len(af.lost) + len(af.early) + len(af.afterDelete) + af.unknownDeliveries
+		anomalies += len(af.lost) + len(af.early) + len(af.afterDelete) + len(af.wrong) + af.unknownDeliveries
 		r.summary = append(r.summary, fmt.Sprintf("%s=%d delivered=%d redelivered=%d failed=%d", map[bool]string{false: "pull-alarms", true: "webhook-alarms"}[l.leased],
 			af.set, af.delivered, af.redelivered, af.dropped))
 	}

@@ -69,7 +69,9 @@ func TestLinearizabilityChecker(t *testing.T) {
 func TestWatchChecker(t *testing.T) {
 	ops := []kvOp{put(0, "k", "a", 5, 0, 1), put(0, "k", "b", 6, 2, 3), put(0, "j", "c", 8, 4, 5)}
 	byRev, issued := committedWrites(ops)
-	ev := func(rev uint64, key, value string) watchEvent { return watchEvent{rev: rev, key: key, value: value} }
+	ev := func(rev uint64, key, value string) watchEvent {
+		return watchEvent{rev: rev, modRev: rev, key: key, value: value}
+	}
 	for _, tc := range []struct {
 		name     string
 		segments []*segment
@@ -79,6 +81,7 @@ func TestWatchChecker(t *testing.T) {
 		{"gap", []*segment{{from: 4, revs: []uint64{5, 8}, events: []watchEvent{ev(5, "k", "a"), ev(8, "j", "c")}}}, "gap"},
 		{"duplicate", []*segment{{from: 4, revs: []uint64{5, 5, 6}, events: []watchEvent{ev(5, "k", "a"), ev(5, "k", "a"), ev(6, "k", "b")}}}, "revision 5 after 5"},
 		{"wrong value", []*segment{{from: 4, revs: []uint64{5}, events: []watchEvent{ev(5, "k", "b")}}}, "answered at it was"},
+		{"wrong mod_revision", []*segment{{from: 4, revs: []uint64{5}, events: []watchEvent{{rev: 5, modRev: 4, key: "k", value: "a"}}}}, "says mod_revision 4"},
 		{"never written", []*segment{{from: 4, revs: []uint64{7}, events: []watchEvent{ev(7, "k", "z")}}}, "no write issued"},
 		{"a restart may skip", []*segment{{from: 4, revs: []uint64{5}, events: []watchEvent{ev(5, "k", "a")}},
 			{from: 7, revs: []uint64{8}, events: []watchEvent{ev(8, "j", "c")}}}, ""},
@@ -105,6 +108,14 @@ func TestAlarmChecker(t *testing.T) {
 		claims: []claim{{sent: now.Add(time.Second), answered: now.Add(2 * time.Second)}}}
 	l.alarms["a/redelivered"] = &alarmRecord{fireAt: now, setAcked: true, dropped: 1, claims: []claim{{sent: now, answered: now}, {sent: now, answered: now}}}
 	l.alarms["a/expired"] = &alarmRecord{fireAt: now, setAcked: true, dropped: 1, claims: []claim{{sent: now, answered: now}}}
+	for key, a := range l.alarms { // deliveries carry what was set...
+		a.name = key
+		for i := range a.claims {
+			a.claims[i].fireAt, a.claims[i].payload = a.fireAt, key
+		}
+	}
+	l.alarms["a/garbled"] = &alarmRecord{name: "a/garbled", fireAt: now, setAcked: true, // ...but this one
+		claims: []claim{{sent: now, answered: now, fireAt: now.Add(time.Second), payload: "other"}}}
 	f := l.check()
 	sort.Strings(f.lost)
 	if len(f.lost) != 2 || !strings.HasPrefix(f.lost[0], "a/expired (its lease expired") || f.lost[1] != "a/lost" {
@@ -112,6 +123,9 @@ func TestAlarmChecker(t *testing.T) {
 	}
 	if len(f.early) != 1 || !strings.HasPrefix(f.early[0], "a/early") {
 		t.Errorf("early %v, want a/early", f.early)
+	}
+	if len(f.wrong) != 1 || !strings.HasPrefix(f.wrong[0], "a/garbled set for") {
+		t.Errorf("wrong %v, want a/garbled", f.wrong)
 	}
 	if len(f.afterDelete) != 1 || !strings.HasPrefix(f.afterDelete[0], "a/zombie") {
 		t.Errorf("after delete %v, want a/zombie", f.afterDelete)

@@ -41,13 +41,18 @@
 //     ten they leave unacked, as a crashed worker would), and in a webhook
 //     namespace, whose deliveries a local server receives (failing one in
 //     ten). Every alarm set and not deleted is delivered at least once,
-//     across crashes, and again after a delivery that was not acked; none
+//     across crashes, and again after a delivery that was not acked, with
+//     the fire_at and payload it was set with; none
 //     arrives before its fire_at; no claim sent after a delete was answered
 //     delivers the deleted alarm; every webhook body is signed.
 //   - watches: two watchers follow the object through failovers. Their
 //     revisions strictly increase (no duplicate); every acknowledged write
 //     in the span a watcher covered arrives at its revision with its value
-//     (no gap); every event is a write some client issued.
+//     (no gap); every event is a write some client issued; no put is seen
+//     at two revisions (a write retried with its request id applied once).
+//   - revisions: no two answered writes share one, and a write answered
+//     before another was invoked has the smaller (real-time order across
+//     keys, which the per-key check cannot see).
 //   - replicas: after the run every member reaches the same applied index
 //     with the same state hash.
 //

@@ -64,8 +64,10 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var d struct {
-		Object string `json:"object"`
-		Alarm  string `json:"alarm"`
+		Object        string    `json:"object"`
+		Alarm         string    `json:"alarm"`
+		ScheduledTime time.Time `json:"scheduled_time"`
+		Payload       []byte    `json:"payload"`
 	}
 	h.mu.Lock()
 	fail := h.rng.Intn(10) == 0
@@ -81,7 +83,7 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec == nil {
 		h.log.unknown++
 	} else {
-		rec.claims = append(rec.claims, claim{sent: now, answered: now})
+		rec.claims = append(rec.claims, claim{sent: now, answered: now, fireAt: d.ScheduledTime, payload: string(d.Payload)})
 		if fail {
 			rec.dropped++
 		}

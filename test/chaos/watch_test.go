@@ -20,6 +20,7 @@ import (
 // watchEvent is one change a watcher received.
 type watchEvent struct {
 	rev     uint64
+	modRev  uint64 // the event's own mod_revision
 	key     string
 	deleted bool
 	value   string
@@ -82,7 +83,7 @@ func (w *watcher) watch(ctx context.Context, c *cluster) {
 			w.mu.Lock()
 			seg.revs = append(seg.revs, resp.Revision)
 			for _, e := range resp.Events {
-				seg.events = append(seg.events, watchEvent{rev: resp.Revision, key: e.Key,
+				seg.events = append(seg.events, watchEvent{rev: resp.Revision, modRev: e.ModRevision, key: e.Key,
 					deleted: e.Type == cairnv1.EventType_EVENT_TYPE_DELETE, value: string(e.GetBinaryValue())})
 			}
 			w.revision = resp.Revision
@@ -162,6 +163,9 @@ func (w *watcher) check(byRev map[uint64]write, issued map[write]bool) []string 
 			got := write{key: e.key, deleted: e.deleted, value: e.value}
 			if e.deleted {
 				got.value = ""
+			}
+			if !e.deleted && e.modRev != e.rev {
+				problems = append(problems, fmt.Sprintf("revision %d: event %+v says mod_revision %d", e.rev, got, e.modRev))
 			}
 			seen[e.rev] = got
 			end = max(end, e.rev)
