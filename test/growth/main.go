@@ -48,6 +48,7 @@ type config struct {
 	clients          int
 	duration, warmup time.Duration
 	port             int
+	backup           string
 }
 
 func main() {
@@ -61,7 +62,8 @@ func main() {
 	flag.IntVar(&c.clients, "clients", 64, "bench clients")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "measured time of each bench")
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured load before each bench")
-	flag.IntVar(&c.port, "port", 37100, "base port: nodes use base+1 to base+32")
+	flag.IntVar(&c.port, "port", 21100, "base port: nodes use base+1 to base+32 (below Linux's ephemeral ports, which other programs' outgoing connections take)")
+	flag.StringVar(&c.backup, "backup", "", "use this backup file of the grown state, building it first only when it does not exist (default: built afresh in the work directory)")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	if c.keys < c.objects || c.objects < 1 {
@@ -121,16 +123,24 @@ func run(c config) (*results, error) {
 	res.Baseline = out
 	base.stop()
 
-	backup := filepath.Join(c.dir, "grown.cairn")
-	start := time.Now()
-	if res.BackupBytes, err = build(backup, c); err != nil {
-		return nil, err
+	backup := c.backup
+	if backup == "" {
+		backup = filepath.Join(c.dir, "grown.cairn")
 	}
-	res.BuildSeconds = time.Since(start).Seconds()
-	log.Printf("built %d keys in %d objects: backup of %d bytes in %.1f s", c.keys, c.objects, res.BackupBytes, res.BuildSeconds)
+	if st, err := os.Stat(backup); err == nil && c.backup != "" {
+		res.BackupBytes = st.Size()
+		log.Printf("using %s (%d bytes): it must hold %d keys in %d objects", backup, st.Size(), c.keys, c.objects)
+	} else {
+		start := time.Now()
+		if res.BackupBytes, err = build(backup, c); err != nil {
+			return nil, err
+		}
+		res.BuildSeconds = time.Since(start).Seconds()
+		log.Printf("built %d keys in %d objects: backup of %d bytes in %.1f s", c.keys, c.objects, res.BackupBytes, res.BuildSeconds)
+	}
 
 	grown := newCluster(c, filepath.Join(c.dir, "grown"), 20)
-	start = time.Now()
+	start := time.Now()
 	for _, id := range ids {
 		if err := runCmd(c.cairn, "backup", "restore", backup, "--data-dir", grown.dataDir(id), "--id", id, "--initial-cluster", grown.initialCluster(ids)); err != nil {
 			return nil, err

@@ -43,7 +43,7 @@ func TestGrowthRun(t *testing.T) {
 // clusters) is free now.
 func freeBase(t *testing.T) int {
 	t.Helper()
-	for base := 41000 + 100*(os.Getpid()%50); base < 60000; base += 37 {
+	for base := 22000 + 100*(os.Getpid()%80); base < 32000; base += 37 {
 		var ls []net.Listener
 		ok := true
 		for p := base + 1; p <= base+32 && ok; p++ {
