@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -244,12 +245,22 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	// With Expect: 100-continue the server answers "100 Continue" only once
+	// a handler reads the body: from then on the request is in flight, and
+	// the first signal's drain waits for it (a signal sent before the
+	// server has read the headers would find an idle connection).
 	if _, err := fmt.Fprintf(conn, "PUT /v1/namespaces/sig/objects/o/keys/k HTTP/1.1\r\nHost: %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"value\":", n.httpAddr); err != nil {
+		"Content-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", n.httpAddr); err != nil {
 		t.Fatal(err)
 	}
-	// The request is in flight once the server reads its headers; the
-	// first signal's drain then waits for it.
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(status, "100 Continue") {
+		t.Fatalf("waiting for 100 Continue: %q, %v", status, err)
+	}
+	if _, err := fmt.Fprint(conn, `{"value":`); err != nil {
+		t.Fatal(err)
+	}
 	if err := n.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
