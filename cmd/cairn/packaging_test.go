@@ -43,7 +43,7 @@ var composeVar = regexp.MustCompile(`\$\{([A-Z_]+)[^}]*\}`)
 // containers' addresses become loopback addresses (172.28.0.1x:port is
 // 127.0.0.1x:port, and 0.0.0.0 binds the node's own one) and the volumes
 // temporary directories, with certificates made by `cairn certs` as the
-// file's header says. Every node must become ready, and a write through a
+// file's header says (the CA's key outside the directory the nodes mount). Every node must become ready, and a write through a
 // follower (forwarded to the leader over the cluster's mutual TLS) must
 // succeed; every CAIRN_* variable the file sets must name a serve flag,
 // and the grace period must outlast the drain.
@@ -60,9 +60,19 @@ func TestDockerComposeCluster(t *testing.T) {
 		t.Fatalf("docker-compose.yml has %d services, want 3", len(cf.Services))
 	}
 	root := t.TempDir()
-	pki := filepath.Join(root, "pki")
-	if out, err := runCairn(t, root, nil, "certs", "ca", "--dir", pki); err != nil {
+	ca, pki := filepath.Join(root, "ca"), filepath.Join(root, "pki")
+	if out, err := runCairn(t, root, nil, "certs", "ca", "--dir", ca); err != nil {
 		t.Fatalf("cairn certs ca: %v\n%s", err, out)
+	}
+	if err := os.MkdirAll(pki, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := os.ReadFile(filepath.Join(ca, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pki, "ca.crt"), caCert, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	secret := base64.StdEncoding.EncodeToString([]byte("compose-test-secret-0123456789-abcdef"))
 	serve := newServeCmd().Flags()
@@ -81,7 +91,7 @@ func TestDockerComposeCluster(t *testing.T) {
 		if ip == "" {
 			t.Fatalf("%s has no fixed address on network cairn", name)
 		}
-		if out, err := runCairn(t, root, nil, "certs", "node", "--ca-dir", pki, "--name", name, "--host", ip, "--host", name); err != nil {
+		if out, err := runCairn(t, root, nil, "certs", "node", "--ca-dir", ca, "--dir", pki, "--name", name, "--host", ip, "--host", name); err != nil {
 			t.Fatalf("cairn certs node %s: %v\n%s", name, err, out)
 		}
 		mounts := map[string]string{}
