@@ -165,9 +165,6 @@ func TestDockerComposeCluster(t *testing.T) {
 			t.Fatalf("PUT a namespace through %s: %d %s %v", n.name, status, body, err)
 		}
 	}
-	for _, n := range nodes {
-		n.p.stop(t)
-	}
 }
 
 // unitDirectives returns the directives of a systemd unit file, by name,
