@@ -479,6 +479,31 @@ func TestGracefulShutdownHandsOverLeadership(t *testing.T) {
 	mustPutKey(t, leader, "gs", "o", "k", 1)
 }
 
+// TestShutdownWithoutPeersDoesNotHang: when the whole cluster stops at
+// once, the leader's hand-over may go to a peer that is itself stopping,
+// and no new leader ever appears; its shutdown gives up on the hand-over
+// within handOverBudget instead of spending the whole drain deadline.
+func TestShutdownWithoutPeersDoesNotHang(t *testing.T) {
+	c := mustStartCluster(t, 3, clusterOptions{})
+	l := c.leader(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*handOverBudget)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range c.running() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.stopped = true
+			_ = n.conn.Close()
+			n.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		t.Fatalf("shutting the whole cluster down at once ran into the %s deadline (leader %s)", 4*handOverBudget, l.id)
+	}
+}
+
 // TestRemoveLeaderHandsOverFirst: removing the leader moves leadership to
 // another voter first; the remaining members keep serving writes.
 func TestRemoveLeaderHandsOverFirst(t *testing.T) {

@@ -74,8 +74,13 @@ func overloaded(msg, field string, limit int64) error {
 	return st.Err()
 }
 
-// admitUnary bounds the unary calls in flight on this node.
-func (s *Server) admitUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+// admitUnary bounds the unary calls in flight on this node. The open probe
+// methods (health, reflection) are not counted: an overloaded node must
+// still answer its load balancer.
+func (s *Server) admitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if openMethods[info.FullMethod] {
+		return h(ctx, req)
+	}
 	if err := s.requests.enter(s.node.ID()); err != nil {
 		s.metrics.overloaded.WithLabelValues("requests").Inc()
 		return nil, err

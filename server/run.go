@@ -146,7 +146,11 @@ func (rn *RunningNode) Shutdown(ctx context.Context) {
 	log := rn.Server.log
 	if rn.Node.IsLeader() {
 		if servers, err := rn.Node.Servers(); err == nil && countVoters(servers) > 1 {
-			rn.handOverForShutdown(ctx)
+			// A leader whose peers are gone (the whole cluster stopping)
+			// cannot hand over; it must not spend the drain trying.
+			hctx, cancel := context.WithTimeout(ctx, handOverBudget)
+			rn.handOverForShutdown(hctx)
+			cancel()
 		}
 	}
 	rn.Server.Shutdown(ctx)
@@ -160,6 +164,10 @@ func (rn *RunningNode) Shutdown(ctx context.Context) {
 // tries: one fails when its target does not win the election within an
 // election timeout (a slow or busy peer), and the next may pick another.
 const handOverAttempts = 3
+
+// handOverBudget bounds the whole hand-over: a transfer to a healthy voter
+// takes well under a second.
+const handOverBudget = 5 * time.Second
 
 // handOverForShutdown hands leadership to another voter before this node
 // stops, trying again when a transfer fails; when none succeeds, the
