@@ -182,7 +182,10 @@ func runChaos(t *testing.T, cfg runConfig) {
 	}
 
 	start := time.Now()
-	for _, f := range sched {
+	for i, f := range sched {
+		if cfg.duration > 0 && i >= len(cfg.kinds) && time.Since(start) > cfg.duration {
+			break // recoveries took longer than the schedule allowed for
+		}
 		if wait := time.Until(start.Add(f.at)); wait > 0 {
 			time.Sleep(wait) // the schedule says when the next fault starts
 		}
