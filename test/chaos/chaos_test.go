@@ -118,6 +118,8 @@ type run struct {
 	hook    *hookReceiver
 	faults  []faultRecord
 	summary []string
+	stuck   int    // faults after which the cluster did not recover
+	evDir   string // see evidence
 }
 
 func runChaos(t *testing.T, cfg runConfig) {
@@ -204,7 +206,11 @@ func runChaos(t *testing.T, cfg runConfig) {
 		}
 		t.Logf("%6.1fs %s: %s", time.Since(start).Seconds(), f.kind, detail)
 		if err := c.waitHealthy(60 * time.Second); err != nil {
-			t.Fatalf("after %s (%s) the cluster did not recover: %v", f.kind, detail, err)
+			// A liveness failure: say what each node was doing, then go
+			// on to the final restart and the checks of what was seen.
+			t.Errorf("after %s (%s) the cluster did not recover: %v; node states, logs and goroutines in %s", f.kind, detail, err, r.diagnose())
+			r.stuck++
+			break
 		}
 	}
 	if wait := time.Until(start.Add(cfg.duration)); wait > 0 {
@@ -229,6 +235,7 @@ func runChaos(t *testing.T, cfg runConfig) {
 	end := r.h.now()
 
 	anomalies, lost := r.check(watchers, end, &background, stopClaiming, stopWatching)
+	anomalies += r.stuck
 	line := fmt.Sprintf("chaos %s: seed=%d nodes=%d %s faults=%s anomalies=%d lost=%d %s",
 		cfg.name, cfg.seed, cfg.nodes, r.opsSummary(), r.faultSummary(), anomalies, lost, strings.Join(r.summary, " "))
 	fmt.Println(line)

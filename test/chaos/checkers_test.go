@@ -48,8 +48,7 @@ func TestLinearizabilityChecker(t *testing.T) {
 			{client: 1, in: kvInput{op: opDelete, key: "k"}, out: kvOutput{deleted: true, rev: 3}, call: 0, ret: 10}}, porcupine.Illegal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			res, path, err := checkLinearizable(tc.ops, 100, []faultRecord{{kind: killLeader, start: 5, end: 15}}, dir, 10*time.Second)
+			res, path, err := checkLinearizable(tc.ops, 100, []faultRecord{{kind: killLeader, start: 5, end: 15}}, t.TempDir, 10*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,7 +143,7 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 	if r.cfg.duration > 0 {
 		timeout = 10 * time.Minute
 	}
-	res, path, err := checkLinearizable(r.h.snapshot(), end, r.faults, r.evidenceDir(), timeout)
+	res, path, err := checkLinearizable(r.h.snapshot(), end, r.faults, r.evidence, timeout)
 	switch {
 	case err != nil:
 		t.Errorf("linearizability: %v", err)
@@ -156,13 +158,40 @@ func (r *run) check(watchers []*watcher, end int64, background *sync.WaitGroup, 
 	return anomalies, lost
 }
 
-// evidenceDir is a directory that outlives the test, for the
-// visualization of a failing history.
-func (r *run) evidenceDir() string {
-	dir, err := os.MkdirTemp("", fmt.Sprintf("cairn-chaos-%s-seed%d-", r.cfg.name, r.cfg.seed))
-	if err != nil {
-		return os.TempDir()
+// evidence returns a directory that outlives the test, made on first use,
+// for what a failing run leaves to look at.
+func (r *run) evidence() string {
+	if r.evDir == "" {
+		dir, err := os.MkdirTemp("", fmt.Sprintf("cairn-chaos-%s-seed%d-", r.cfg.name, r.cfg.seed))
+		if err != nil {
+			return os.TempDir()
+		}
+		r.evDir = dir
 	}
+	return r.evDir
+}
+
+// diagnose writes, for a cluster that did not recover, every member's
+// view of the cluster and its log into the evidence directory, after
+// making the members that are not ready dump their goroutines (SIGQUIT;
+// the final restart starts them again). It returns the directory.
+func (r *run) diagnose() string {
+	dir := r.evidence()
+	var states []string
+	for _, n := range r.c.members() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := n.admin.ClusterOf(ctx, 0)
+		cancel()
+		ready := n.ready()
+		states = append(states, fmt.Sprintf("%s ready=%v status=%v err=%v", n.id, ready, st, err))
+		if !ready {
+			n.quit()
+		}
+		if b, err := os.ReadFile(filepath.Join(n.dir, "node.log")); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, n.id+".log"), b, 0o644)
+		}
+	}
+	_ = os.WriteFile(filepath.Join(dir, "states.txt"), []byte(strings.Join(states, "\n")+"\n"), 0o644)
 	return dir
 }
 

@@ -172,6 +172,27 @@ func (n *node) kill() {
 	n.running, n.paused = false, false
 }
 
+// quit makes the process dump its goroutines into its log and exit
+// (SIGQUIT), and waits for it.
+func (n *node) quit() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.running {
+		return
+	}
+	if n.paused {
+		_ = n.cmd.Process.Signal(syscall.SIGCONT)
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+	}
+	n.running, n.paused = false, false
+}
+
 // pause stops the process with SIGSTOP; resume continues it.
 func (n *node) pause() error {
 	n.mu.Lock()

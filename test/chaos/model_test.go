@@ -154,8 +154,8 @@ var kvModel = porcupine.Model{
 
 // checkLinearizable checks ops against the model. When the history is not
 // linearizable it writes porcupine's visualization, with the faults as
-// annotations, to dir and returns its path.
-func checkLinearizable(ops []kvOp, end int64, faults []faultRecord, dir string, timeout time.Duration) (porcupine.CheckResult, string, error) {
+// annotations, to the directory dir returns and returns its path.
+func checkLinearizable(ops []kvOp, end int64, faults []faultRecord, dir func() string, timeout time.Duration) (porcupine.CheckResult, string, error) {
 	hist := make([]porcupine.Operation, 0, len(ops))
 	for _, op := range ops {
 		ret := op.ret
@@ -174,7 +174,7 @@ func checkLinearizable(ops []kvOp, end int64, faults []faultRecord, dir string, 
 			Description: f.kind.String(), Details: f.detail, BackgroundColor: "#fbb"})
 	}
 	info.AddAnnotations(notes)
-	path := filepath.Join(dir, "linearizability.html")
+	path := filepath.Join(dir(), "linearizability.html")
 	if err := porcupine.VisualizePath(kvModel, info, path); err != nil {
 		return res, "", fmt.Errorf("writing the visualization: %w", err)
 	}
