@@ -199,20 +199,29 @@ func (p *Proxy) accept() {
 			_ = in.Close() // refused: the link is partitioned
 			continue
 		}
-		out, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-		if err != nil {
-			_ = in.Close() // the node is down: refuse as it would
-			continue
-		}
-		pp := &pipe{proxy: p, src: src, dst: p.dst, a: in, b: out, done: make(chan struct{})}
-		if !p.net.track(pp) {
-			pp.close()
-			continue
-		}
-		p.wg.Add(2)
-		go pp.copy(out, in, src, p.dst)
-		go pp.copy(in, out, p.dst, src)
+		// Dial aside: a paused target's backlog fills up and its dials
+		// hang, which must not hold up connections to come.
+		p.wg.Add(1)
+		go p.connect(in, src)
 	}
+}
+
+// connect dials the target for in, from src, and pipes the two.
+func (p *Proxy) connect(in net.Conn, src string) {
+	defer p.wg.Done()
+	out, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		_ = in.Close() // the node is down: refuse as it would
+		return
+	}
+	pp := &pipe{proxy: p, src: src, dst: p.dst, a: in, b: out, done: make(chan struct{})}
+	if !p.net.track(pp) {
+		pp.close()
+		return
+	}
+	p.wg.Add(2)
+	go pp.copy(out, in, src, p.dst)
+	go pp.copy(in, out, p.dst, src)
 }
 
 // pipe is one proxied connection: a from src, b to dst.
