@@ -140,6 +140,11 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.NoSnapshotRestoreOnStart = true // the FSM keeps its own state on disk
 	rc.BatchApplyCh = true
+	// Up to 256 entries per AppendEntries, per log store commit and per
+	// FSM batch (the default is 64): under many clients one fsync pair and
+	// one FSM commit then cover more writes. At 256 clients it cut the
+	// servers' CPU per put by 13% (docs/benchmarks.md).
+	rc.MaxAppendEntries = 256
 	rc.Logger = logger
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raftnode: %w", err)
