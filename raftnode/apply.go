@@ -28,7 +28,8 @@ func timeoutOf(ctx context.Context) time.Duration {
 // version, appends it to the log and waits until it is committed and
 // applied here. It returns the FSM's result, or the FSM's domain error, or
 // one of this package's errors: ErrNotLeader (nothing was appended),
-// ErrLeadershipLost (outcome unknown), ErrTimeout, ErrShutdown.
+// ErrLeadershipLost (outcome unknown), ErrTimeout, ErrShutdown,
+// ErrLogStorage (nothing was committed).
 func (n *Node) Apply(ctx context.Context, cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
 	if n.raft.State() != raft.Leader {
 		return nil, ErrNotLeader
@@ -41,7 +42,12 @@ func (n *Node) Apply(ctx context.Context, cmd *raftcmdv1.Command) (*raftcmdv1.Re
 	}
 	f := n.raft.Apply(data, timeoutOf(ctx))
 	if err := f.Error(); err != nil {
-		return nil, mapError(err)
+		if mapped := mapError(err); mapped != err {
+			return nil, mapped
+		}
+		// Raft's own failures are mapped above; what is left is the log
+		// store's error, which hashicorp/raft hands over as it is.
+		return nil, fmt.Errorf("%w: node %s: %w", ErrLogStorage, n.cfg.ID, err)
 	}
 	res, ok := f.Response().(fsm.Result)
 	if !ok {

@@ -15,6 +15,10 @@ var (
 	ErrTimeout = errors.New("raftnode: timed out")
 	// ErrShutdown: the node is shutting down.
 	ErrShutdown = errors.New("raftnode: shut down")
+	// ErrLogStorage: the leader could not write the command to its Raft log
+	// (a full disk, an I/O error); it stepped down, and nothing was
+	// committed.
+	ErrLogStorage = errors.New("raftnode: cannot write the Raft log")
 	// ErrUnknownServer: no cluster member has that id.
 	ErrUnknownServer = errors.New("raftnode: unknown server")
 )

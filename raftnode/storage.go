@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/hashicorp/raft"
 )
 
 // Backoff of the FSM's storage retries: a full disk is usually freed by an
@@ -21,6 +22,19 @@ func (n *Node) retryStorage(first error, apply func() ([]fsm.Result, error)) ([]
 	err := first
 	n.storageErr.Store(&err)
 	n.log.Error("cannot apply committed entries; retrying until the disk accepts writes (nothing is skipped, queries keep answering)", "error", err)
+	if n.raft.State() == raft.Leader {
+		// A leader that cannot apply answers no write and no read barrier:
+		// let a member whose disk works lead. Raft's main loop still runs
+		// (it waits only once 128 batches are queued), so the transfer can
+		// go through; it is asynchronous because this is Raft's FSM
+		// goroutine.
+		n.log.Warn("handing leadership to another voter while this node cannot apply")
+		go func() {
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer failed", "error", err)
+			}
+		}()
+	}
 	start, attempts := time.Now(), 1
 	wait := storageRetryMin
 	for {

@@ -83,6 +83,13 @@ type Config struct {
 	// alarms (it also wakes when an alarm is written); 0 means 20 ms.
 	AlarmPollInterval time.Duration
 
+	// MinFreeDiskBytes is the free-space reserve of the node's data
+	// directories: while any member's free space is below its reserve the
+	// leader refuses writes that grow the state (ResourceExhausted); deletes
+	// and reads go on. 0 means 128 MiB; a negative value turns the check off
+	// on this node.
+	MinFreeDiskBytes int64
+
 	// CORSOrigins are the browser origins the REST API answers
 	// cross-origin requests from ("*" for any); empty means none.
 	CORSOrigins []string
@@ -125,6 +132,8 @@ func DefaultConfig() Config {
 		AlarmConcurrency:          64,
 		AlarmNamespaceConcurrency: 32,
 		AlarmPollInterval:         20 * time.Millisecond,
+
+		MinFreeDiskBytes: 128 << 20,
 	}
 }
 
@@ -177,6 +186,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AlarmPollInterval == 0 {
 		c.AlarmPollInterval = d.AlarmPollInterval
+	}
+	if c.MinFreeDiskBytes == 0 {
+		c.MinFreeDiskBytes = d.MinFreeDiskBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -40,6 +40,9 @@ type Node interface {
 	// VerifyPeer checks that the process at a Raft address holds a
 	// certificate of the cluster CA (nil without cluster TLS).
 	VerifyPeer(ctx context.Context, raftAddr string) error
+	// StorageError says why the state machine cannot apply (its database
+	// cannot be written), or nil.
+	StorageError() error
 }
 
 // State is what the server reads of the applied state (*fsm.FSM).
@@ -70,4 +73,8 @@ type Deps struct {
 	State State
 	// Watch is the change history the FSM feeds (fsm.Options.Observer).
 	Watch *WatchHub
+	// DataDirs are the directories holding the node's state (the FSM's and
+	// Raft's), whose free space is held above Config.MinFreeDiskBytes.
+	// Empty means the node does not watch its free space.
+	DataDirs []string
 }

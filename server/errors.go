@@ -62,6 +62,7 @@ var errorCodes = []struct {
 	{raftnode.ErrTimeout, codes.Unavailable},
 	{raftnode.ErrShutdown, codes.Unavailable},
 	{raftnode.ErrUnknownServer, codes.NotFound},
+	{raftnode.ErrLogStorage, codes.Unavailable},
 	{ErrNoLeader, codes.Unavailable},
 	{ErrTooStale, codes.Unavailable},
 	{ErrCompacted, codes.OutOfRange},

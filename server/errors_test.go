@@ -46,6 +46,7 @@ var sentinels = []struct {
 	{"raftnode.ErrTimeout", raftnode.ErrTimeout, codes.Unavailable},
 	{"raftnode.ErrShutdown", raftnode.ErrShutdown, codes.Unavailable},
 	{"raftnode.ErrUnknownServer", raftnode.ErrUnknownServer, codes.NotFound},
+	{"raftnode.ErrLogStorage", raftnode.ErrLogStorage, codes.Unavailable},
 	{"server.ErrNoLeader", ErrNoLeader, codes.Unavailable},
 	{"server.ErrLeaderUnreachable", ErrLeaderUnreachable, codes.Unavailable},
 	{"server.ErrMemberTooOld", ErrMemberTooOld, codes.FailedPrecondition},

@@ -47,3 +47,7 @@ func (i *peerService) ReadIndex(ctx context.Context, _ *peerv1.ReadIndexRequest)
 func (i *peerService) CommandTypes(context.Context, *peerv1.CommandTypesRequest) (*peerv1.CommandTypesResponse, error) {
 	return &peerv1.CommandTypesResponse{CommandVersion: fsm.CommandVersion, Types: fsm.CommandTypes()}, nil
 }
+
+func (i *peerService) DiskStatus(context.Context, *peerv1.DiskStatusRequest) (*peerv1.DiskStatusResponse, error) {
+	return i.s.diskStatus(), nil
+}

@@ -72,12 +72,18 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftcmdv1.Command) (*raft
 	return resp.Result, nil
 }
 
-// applyHere hands cmd to Raft on this node, the leader, within the bound
-// on proposals in flight (overload.go), unless a member does not apply
-// its command type (command_types.go).
+// applyHere hands cmd to Raft on this node, the leader (a follower's
+// forwarded writes come here too), unless a member does not apply its
+// command type (command_types.go) or a member's disk is low (checkDisk,
+// disk.go), and within the bound on proposals in flight (overload.go).
 func (s *Server) applyHere(ctx context.Context, cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
 	if err := s.checkMembersApply(ctx, cmd); err != nil {
 		return nil, err
+	}
+	if s.node.IsLeader() {
+		if err := s.checkDisk(cmd); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.proposals.enter(s.node.ID()); err != nil {
 		s.metrics.overloaded.WithLabelValues("proposals").Inc()

@@ -54,6 +54,11 @@ func (s *Server) readBarrier(ctx context.Context, consistency string, maxStalene
 	if err != nil {
 		return nil, err
 	}
+	if serr := s.node.StorageError(); serr != nil && s.node.AppliedIndex() < index {
+		// Waiting would last until the disk is freed: say so at once.
+		return nil, status.Errorf(codes.Unavailable, "node %s cannot apply the entries this read must see (applied %d, read index %d): %s; it retries until space is freed, and serializable reads answer from its state meanwhile",
+			s.node.ID(), s.node.AppliedIndex(), index, userMessage(serr))
+	}
 	if err := s.node.WaitApplied(ctx, index); err != nil {
 		return nil, err
 	}

@@ -102,7 +102,7 @@ func StartNode(cfg NodeConfig) (*RunningNode, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	srv, err := New(cfg.Server, Deps{Node: node, State: f, Watch: hub})
+	srv, err := New(cfg.Server, Deps{Node: node, State: f, Watch: hub, DataDirs: []string{filepath.Join(cfg.Dir, "fsm"), rcfg.Dir}})
 	if err == nil {
 		err = srv.Start()
 	}

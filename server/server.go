@@ -33,6 +33,9 @@ type Server struct {
 	log   *slog.Logger
 	peers peers
 
+	dataDirs []string // whose free space the disk guard watches (disk.go)
+	disk     diskGuard
+
 	grpcLis, httpLis             net.Listener
 	grpcAdvertise, httpAdvertise string
 	grpc                         grpcServers
@@ -68,7 +71,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("server: Deps.Node, Deps.State and Deps.Watch are required")
 	}
 	cfg = cfg.withDefaults()
-	return &Server{cfg: cfg, node: deps.Node, state: deps.State, hub: deps.Watch, log: cfg.Logger,
+	return &Server{cfg: cfg, node: deps.Node, state: deps.State, hub: deps.Watch, log: cfg.Logger, dataDirs: deps.DataDirs,
 		requests:  newGate("requests", "max_inflight_requests", cfg.MaxInflightRequests),
 		proposals: newGate("writes", "max_inflight_proposals", cfg.MaxInflightProposals),
 	}, nil
@@ -147,7 +150,7 @@ func (s *Server) Start() error {
 		defer s.wg.Done()
 		s.publishSelf(ctx)
 	}()
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		s.runAlarmScheduler(ctx) // delivers alarms while this node leads
@@ -155,6 +158,10 @@ func (s *Server) Start() error {
 	go func() {
 		defer s.wg.Done()
 		s.updateHealth(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchDisk(ctx) // the free-space reserve
 	}()
 	return nil
 }

@@ -95,21 +95,10 @@ func startCairnEnv(t *testing.T, dir string, env []string, args ...string) *proc
 // test ends.
 func startBinary(t *testing.T, bin, dir string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Dir = dir
-	p.cmd.Env = append(cleanEnv(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start cairn %v: %v", args, err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("output of %v cairn %v:\n%s", env, args, p.out.String())
-		}
-	})
-	return p
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(cleanEnv(), env...)
+	return startProc(t, cmd)
 }
 
 func hasCairnEnv() bool {

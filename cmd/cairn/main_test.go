@@ -65,17 +65,25 @@ func (s *syncBuffer) String() string {
 // when the test ends.
 func startCairn(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(cairnBin, args...), out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Dir = dir
+	cmd := exec.Command(cairnBin, args...)
+	cmd.Dir = dir
+	return startProc(t, cmd)
+}
+
+// startProc starts cmd with its output captured; the process is killed
+// when the test ends, and its output logged if the test failed.
+func startProc(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start cairn %v: %v", args, err)
+		t.Fatalf("start %v: %v", cmd.Args, err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
-			t.Logf("output of cairn %v:\n%s", args, p.out.String())
+			t.Logf("output of %v:\n%s", cmd.Args, p.out.String())
 		}
 	})
 	return p

@@ -26,6 +26,7 @@ type serveFlags struct {
 	maxValueBytes                int
 	maxInflightRequests          int
 	maxInflightProposals         int
+	minFreeDiskBytes             int64
 	corsOrigins                  []string
 	historyRevisions             int
 	joinAsNonvoter               bool
@@ -95,6 +96,7 @@ certs). SIGHUP re-reads the public key and JWKS files.`,
 	sd := server.DefaultConfig()
 	fl.IntVar(&f.maxInflightRequests, "max-inflight-requests", sd.MaxInflightRequests, "API calls served at once; past it calls fail at once with RESOURCE_EXHAUSTED (HTTP 429) and a retry hint")
 	fl.IntVar(&f.maxInflightProposals, "max-inflight-proposals", sd.MaxInflightProposals, "writes the leader has in flight through Raft; past it writes fail at once with RESOURCE_EXHAUSTED (HTTP 429) and a retry hint")
+	fl.Int64Var(&f.minFreeDiskBytes, "min-free-disk-bytes", sd.MinFreeDiskBytes, "free space kept in the data directory: below it on any member, writes are refused (deletes and reads go on); -1 turns the check off")
 	fl.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "browser origin allowed to call the REST API cross-origin (repeatable; * for any)")
 	fl.StringVar(&f.configFile, "config", "", "read settings from this file: one \"flag = value\" per line (command line and CAIRN_* win)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -170,6 +172,7 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	sc.AdvertiseGRPCAddr, sc.AdvertiseHTTPAddr = f.grpcAdvertise, f.httpAdvertise
 	sc.MaxValueBytes = f.maxValueBytes
 	sc.MaxInflightRequests, sc.MaxInflightProposals = f.maxInflightRequests, f.maxInflightProposals
+	sc.MinFreeDiskBytes = f.minFreeDiskBytes
 	sec, err := f.sec.resolve(len(f.join) > 0)
 	if err != nil {
 		errs = append(errs, err)

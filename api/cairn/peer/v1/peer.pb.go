@@ -308,6 +308,106 @@ func (x *CommandTypesResponse) GetTypes() []int32 {
 	return nil
 }
 
+type DiskStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskStatusRequest) Reset() {
+	*x = DiskStatusRequest{}
+	mi := &file_cairn_peer_v1_peer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskStatusRequest) ProtoMessage() {}
+
+func (x *DiskStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_peer_v1_peer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskStatusRequest.ProtoReflect.Descriptor instead.
+func (*DiskStatusRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_peer_v1_peer_proto_rawDescGZIP(), []int{6}
+}
+
+type DiskStatusResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// free_bytes is the least free space (available to the node's user) of
+	// the filesystems holding the node's data directories.
+	FreeBytes uint64 `protobuf:"varint,2,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	// min_free_bytes is the node's reserve (--min-free-disk-bytes); 0 when
+	// the node does not watch its free space.
+	MinFreeBytes  uint64 `protobuf:"varint,3,opt,name=min_free_bytes,json=minFreeBytes,proto3" json:"min_free_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskStatusResponse) Reset() {
+	*x = DiskStatusResponse{}
+	mi := &file_cairn_peer_v1_peer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskStatusResponse) ProtoMessage() {}
+
+func (x *DiskStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_peer_v1_peer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskStatusResponse.ProtoReflect.Descriptor instead.
+func (*DiskStatusResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_peer_v1_peer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DiskStatusResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DiskStatusResponse) GetFreeBytes() uint64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *DiskStatusResponse) GetMinFreeBytes() uint64 {
+	if x != nil {
+		return x.MinFreeBytes
+	}
+	return 0
+}
+
 var File_cairn_peer_v1_peer_proto protoreflect.FileDescriptor
 
 const file_cairn_peer_v1_peer_proto_rawDesc = "" +
@@ -327,11 +427,19 @@ const file_cairn_peer_v1_peer_proto_rawDesc = "" +
 	"\x13CommandTypesRequest\"U\n" +
 	"\x14CommandTypesResponse\x12'\n" +
 	"\x0fcommand_version\x18\x01 \x01(\rR\x0ecommandVersion\x12\x14\n" +
-	"\x05types\x18\x02 \x03(\x05R\x05types2\x80\x02\n" +
+	"\x05types\x18\x02 \x03(\x05R\x05types\"\x13\n" +
+	"\x11DiskStatusRequest\"r\n" +
+	"\x12DiskStatusResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x02 \x01(\x04R\tfreeBytes\x12$\n" +
+	"\x0emin_free_bytes\x18\x03 \x01(\x04R\fminFreeBytes2\xd3\x02\n" +
 	"\vPeerService\x12H\n" +
 	"\aPropose\x12\x1d.cairn.peer.v1.ProposeRequest\x1a\x1e.cairn.peer.v1.ProposeResponse\x12N\n" +
 	"\tReadIndex\x12\x1f.cairn.peer.v1.ReadIndexRequest\x1a .cairn.peer.v1.ReadIndexResponse\x12W\n" +
-	"\fCommandTypes\x12\".cairn.peer.v1.CommandTypesRequest\x1a#.cairn.peer.v1.CommandTypesResponseB3Z1github.com/cairndb/cairn/api/cairn/peer/v1;peerv1b\x06proto3"
+	"\fCommandTypes\x12\".cairn.peer.v1.CommandTypesRequest\x1a#.cairn.peer.v1.CommandTypesResponse\x12Q\n" +
+	"\n" +
+	"DiskStatus\x12 .cairn.peer.v1.DiskStatusRequest\x1a!.cairn.peer.v1.DiskStatusResponseB3Z1github.com/cairndb/cairn/api/cairn/peer/v1;peerv1b\x06proto3"
 
 var (
 	file_cairn_peer_v1_peer_proto_rawDescOnce sync.Once
@@ -345,7 +453,7 @@ func file_cairn_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_cairn_peer_v1_peer_proto_rawDescData
 }
 
-var file_cairn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_cairn_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_cairn_peer_v1_peer_proto_goTypes = []any{
 	(*ProposeRequest)(nil),       // 0: cairn.peer.v1.ProposeRequest
 	(*ProposeResponse)(nil),      // 1: cairn.peer.v1.ProposeResponse
@@ -353,20 +461,24 @@ var file_cairn_peer_v1_peer_proto_goTypes = []any{
 	(*ReadIndexResponse)(nil),    // 3: cairn.peer.v1.ReadIndexResponse
 	(*CommandTypesRequest)(nil),  // 4: cairn.peer.v1.CommandTypesRequest
 	(*CommandTypesResponse)(nil), // 5: cairn.peer.v1.CommandTypesResponse
-	(*v1.Command)(nil),           // 6: cairn.raftcmd.v1.Command
-	(*v1.Result)(nil),            // 7: cairn.raftcmd.v1.Result
+	(*DiskStatusRequest)(nil),    // 6: cairn.peer.v1.DiskStatusRequest
+	(*DiskStatusResponse)(nil),   // 7: cairn.peer.v1.DiskStatusResponse
+	(*v1.Command)(nil),           // 8: cairn.raftcmd.v1.Command
+	(*v1.Result)(nil),            // 9: cairn.raftcmd.v1.Result
 }
 var file_cairn_peer_v1_peer_proto_depIdxs = []int32{
-	6, // 0: cairn.peer.v1.ProposeRequest.command:type_name -> cairn.raftcmd.v1.Command
-	7, // 1: cairn.peer.v1.ProposeResponse.result:type_name -> cairn.raftcmd.v1.Result
+	8, // 0: cairn.peer.v1.ProposeRequest.command:type_name -> cairn.raftcmd.v1.Command
+	9, // 1: cairn.peer.v1.ProposeResponse.result:type_name -> cairn.raftcmd.v1.Result
 	0, // 2: cairn.peer.v1.PeerService.Propose:input_type -> cairn.peer.v1.ProposeRequest
 	2, // 3: cairn.peer.v1.PeerService.ReadIndex:input_type -> cairn.peer.v1.ReadIndexRequest
 	4, // 4: cairn.peer.v1.PeerService.CommandTypes:input_type -> cairn.peer.v1.CommandTypesRequest
-	1, // 5: cairn.peer.v1.PeerService.Propose:output_type -> cairn.peer.v1.ProposeResponse
-	3, // 6: cairn.peer.v1.PeerService.ReadIndex:output_type -> cairn.peer.v1.ReadIndexResponse
-	5, // 7: cairn.peer.v1.PeerService.CommandTypes:output_type -> cairn.peer.v1.CommandTypesResponse
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
+	6, // 5: cairn.peer.v1.PeerService.DiskStatus:input_type -> cairn.peer.v1.DiskStatusRequest
+	1, // 6: cairn.peer.v1.PeerService.Propose:output_type -> cairn.peer.v1.ProposeResponse
+	3, // 7: cairn.peer.v1.PeerService.ReadIndex:output_type -> cairn.peer.v1.ReadIndexResponse
+	5, // 8: cairn.peer.v1.PeerService.CommandTypes:output_type -> cairn.peer.v1.CommandTypesResponse
+	7, // 9: cairn.peer.v1.PeerService.DiskStatus:output_type -> cairn.peer.v1.DiskStatusResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
 	2, // [2:2] is the sub-list for extension extendee
 	0, // [0:2] is the sub-list for field type_name
@@ -383,7 +495,7 @@ func file_cairn_peer_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_peer_v1_peer_proto_rawDesc), len(file_cairn_peer_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	PeerService_Propose_FullMethodName      = "/cairn.peer.v1.PeerService/Propose"
 	PeerService_ReadIndex_FullMethodName    = "/cairn.peer.v1.PeerService/ReadIndex"
 	PeerService_CommandTypes_FullMethodName = "/cairn.peer.v1.PeerService/CommandTypes"
+	PeerService_DiskStatus_FullMethodName   = "/cairn.peer.v1.PeerService/DiskStatus"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -51,6 +52,10 @@ type PeerServiceClient interface {
 	// every release applies. Releases before this call answer UNIMPLEMENTED:
 	// they apply the first release's types (fsm.BaseCommandTypes).
 	CommandTypes(ctx context.Context, in *CommandTypesRequest, opts ...grpc.CallOption) (*CommandTypesResponse, error)
+	// DiskStatus reports the callee's free disk space and its reserve; the
+	// leader asks every member, and refuses writes while one is below its
+	// reserve.
+	DiskStatus(ctx context.Context, in *DiskStatusRequest, opts ...grpc.CallOption) (*DiskStatusResponse, error)
 }
 
 type peerServiceClient struct {
@@ -91,6 +96,16 @@ func (c *peerServiceClient) CommandTypes(ctx context.Context, in *CommandTypesRe
 	return out, nil
 }
 
+func (c *peerServiceClient) DiskStatus(ctx context.Context, in *DiskStatusRequest, opts ...grpc.CallOption) (*DiskStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DiskStatusResponse)
+	err := c.cc.Invoke(ctx, PeerService_DiskStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -109,6 +124,10 @@ type PeerServiceServer interface {
 	// every release applies. Releases before this call answer UNIMPLEMENTED:
 	// they apply the first release's types (fsm.BaseCommandTypes).
 	CommandTypes(context.Context, *CommandTypesRequest) (*CommandTypesResponse, error)
+	// DiskStatus reports the callee's free disk space and its reserve; the
+	// leader asks every member, and refuses writes while one is below its
+	// reserve.
+	DiskStatus(context.Context, *DiskStatusRequest) (*DiskStatusResponse, error)
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -127,6 +146,9 @@ func (UnimplementedPeerServiceServer) ReadIndex(context.Context, *ReadIndexReque
 }
 func (UnimplementedPeerServiceServer) CommandTypes(context.Context, *CommandTypesRequest) (*CommandTypesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CommandTypes not implemented")
+}
+func (UnimplementedPeerServiceServer) DiskStatus(context.Context, *DiskStatusRequest) (*DiskStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DiskStatus not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -203,6 +225,24 @@ func _PeerService_CommandTypes_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeerService_DiskStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DiskStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServiceServer).DiskStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeerService_DiskStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServiceServer).DiskStatus(ctx, req.(*DiskStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -221,6 +261,10 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CommandTypes",
 			Handler:    _PeerService_CommandTypes_Handler,
+		},
+		{
+			MethodName: "DiskStatus",
+			Handler:    _PeerService_DiskStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,217 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The free-space reserve keeps a full disk from ever reaching Raft or the
+// state database, where a failed write stalls or stops a node (hashicorp/raft
+// panics when it cannot persist a new term). Every node measures the free
+// space of its data directories; the leader asks every member for theirs
+// and refuses writes that grow the state while any member is below its
+// reserve, as etcd raises its cluster-wide NOSPACE alarm. Deletes still
+// pass, so users can make room; reads are not affected.
+const (
+	// diskCheckInterval is how often a node measures its free space and
+	// the leader asks the other members for theirs.
+	diskCheckInterval = 500 * time.Millisecond
+	// diskReportTTL is how long a member's report counts: a member that
+	// stops answering (down, partitioned) writes nothing meanwhile.
+	diskReportTTL = 5 * time.Second
+)
+
+// diskReport is one member's free space as last measured.
+type diskReport struct {
+	node    string
+	free    uint64
+	reserve uint64 // 0: the member does not watch its free space
+	at      time.Time
+}
+
+func (r diskReport) low() bool { return r.reserve > 0 && r.free < r.reserve }
+
+// diskGuard holds this node's measurement and, on the leader, the other
+// members' reports.
+type diskGuard struct {
+	mu    sync.Mutex
+	self  diskReport
+	err   error                 // why the last measurement failed
+	peers map[string]diskReport // by member id; only while leading
+}
+
+// freeBytes returns the least space available to this process on the
+// filesystems holding dirs.
+func freeBytes(dirs []string) (uint64, error) {
+	var least uint64
+	for i, d := range dirs {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(d, &st); err != nil {
+			return 0, fmt.Errorf("server: free space of %s: %w", d, err)
+		}
+		free := uint64(st.Bavail) * uint64(st.Bsize)
+		if i == 0 || free < least {
+			least = free
+		}
+	}
+	return least, nil
+}
+
+// measureDisk measures this node's free space, logging when it crosses
+// the reserve.
+func (s *Server) measureDisk() {
+	free, err := freeBytes(s.dataDirs)
+	g := &s.disk
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err != nil {
+		if g.err == nil {
+			s.log.Error("cannot measure free disk space", "err", err)
+		}
+		g.err = err
+		return
+	}
+	g.err = nil
+	was := g.self.low()
+	g.self = diskReport{node: s.node.ID(), free: free, reserve: s.reserve(), at: time.Now()}
+	switch {
+	case g.self.low() && !was:
+		s.log.Warn("free disk space below the reserve: the cluster refuses writes until space is freed", "free", free, "min_free_disk_bytes", g.self.reserve)
+	case !g.self.low() && was:
+		s.log.Info("free disk space above the reserve again", "free", free, "min_free_disk_bytes", g.self.reserve)
+	}
+}
+
+// reserve is the configured reserve in bytes; 0 when it is off.
+func (s *Server) reserve() uint64 {
+	if s.cfg.MinFreeDiskBytes < 0 || len(s.dataDirs) == 0 {
+		return 0
+	}
+	return uint64(s.cfg.MinFreeDiskBytes)
+}
+
+// watchDisk measures this node's free space, and while it leads asks the
+// other members for theirs, every diskCheckInterval until ctx ends.
+func (s *Server) watchDisk(ctx context.Context) {
+	t := time.NewTicker(diskCheckInterval)
+	defer t.Stop()
+	for {
+		if len(s.dataDirs) > 0 {
+			s.measureDisk()
+		}
+		if s.node.IsLeader() {
+			s.pollPeerDisks(ctx)
+		} else {
+			s.disk.mu.Lock()
+			s.disk.peers = nil
+			s.disk.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pollPeerDisks asks every other member for its free space, at once.
+func (s *Server) pollPeerDisks(ctx context.Context) {
+	servers, err := s.node.Servers()
+	if err != nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, m := range servers {
+		if m.ID == s.node.ID() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := s.peers.conn(m.Address, s.node.DialPeer)
+			if err != nil {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, diskCheckInterval)
+			defer cancel()
+			resp, err := peerClient(conn).DiskStatus(cctx, &peerv1.DiskStatusRequest{})
+			if err != nil {
+				return // an unreachable member is not writing
+			}
+			r := diskReport{node: m.ID, free: resp.FreeBytes, reserve: resp.MinFreeBytes, at: time.Now()}
+			g := &s.disk
+			g.mu.Lock()
+			if g.peers == nil {
+				g.peers = make(map[string]diskReport)
+			}
+			if r.low() && !g.peers[m.ID].low() {
+				s.log.Warn("a member's free disk space is below its reserve: writes are refused until space is freed", "member", m.ID, "free", r.free, "min_free_disk_bytes", r.reserve)
+			}
+			g.peers[m.ID] = r
+			g.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+}
+
+// diskStatus answers the leader's DiskStatus call.
+func (s *Server) diskStatus() *peerv1.DiskStatusResponse {
+	g := &s.disk
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return &peerv1.DiskStatusResponse{NodeId: s.node.ID(), FreeBytes: g.self.free, MinFreeBytes: g.self.reserve}
+}
+
+// checkDisk is the leader's gate before it appends cmd: Unavailable while
+// its own state machine cannot write its database (nothing would apply),
+// and, unless cmd only deletes, ResourceExhausted while any member's free
+// space is below its reserve.
+func (s *Server) checkDisk(cmd *raftcmdv1.Command) error {
+	if err := s.node.StorageError(); err != nil {
+		return status.Errorf(codes.Unavailable, "node %s (the leader) cannot write its state database and retries until space is freed: %s", s.node.ID(), userMessage(err))
+	}
+	if onlyDeletes(cmd) {
+		return nil
+	}
+	g := &s.disk
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	reports := []diskReport{g.self}
+	for _, r := range g.peers {
+		if time.Since(r.at) < diskReportTTL {
+			reports = append(reports, r)
+		}
+	}
+	for _, r := range reports {
+		if r.low() {
+			return status.Errorf(codes.ResourceExhausted,
+				"node %s has %s free in its data directory, below its reserve of %s (--min-free-disk-bytes): writes are refused until space is freed there; reads and deletes still work",
+				r.node, mib(r.free), mib(r.reserve))
+		}
+	}
+	return nil
+}
+
+func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// onlyDeletes reports whether cmd only removes state (or membership
+// records), which the leader accepts even while a disk is low: it is how
+// users make room.
+func onlyDeletes(cmd *raftcmdv1.Command) bool {
+	switch op := cmd.Op.(type) {
+	case *raftcmdv1.Command_DeleteNamespace, *raftcmdv1.Command_DeleteObject,
+		*raftcmdv1.Command_DeleteAlarm, *raftcmdv1.Command_RemoveMember:
+		return true
+	case *raftcmdv1.Command_BatchWrite:
+		return len(op.BatchWrite.Puts) == 0
+	}
+	return false
+}
