@@ -11,6 +11,7 @@ import (
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // The free-space reserve keeps a full disk from ever reaching Raft or the
@@ -35,9 +36,26 @@ type diskReport struct {
 	free    uint64
 	reserve uint64 // 0: the member does not watch its free space
 	at      time.Time
+	// proposed is the leader's count of proposed bytes (Server.proposed)
+	// when the report arrived: what was proposed since will take up to
+	// twice its size on the member (its log and its state) before the
+	// next report shows it.
+	proposed uint64
 }
 
-func (r diskReport) low() bool { return r.reserve > 0 && r.free < r.reserve }
+// freeNow estimates the member's free space now, when proposed bytes have
+// been proposed in all.
+func (r diskReport) freeNow(proposed uint64) uint64 {
+	used := 2 * (proposed - r.proposed)
+	if used >= r.free {
+		return 0
+	}
+	return r.free - used
+}
+
+func (r diskReport) low(proposed uint64) bool {
+	return r.reserve > 0 && r.freeNow(proposed) < r.reserve
+}
 
 // diskGuard holds this node's measurement and, on the leader, the other
 // members' reports.
@@ -46,6 +64,10 @@ type diskGuard struct {
 	self  diskReport
 	err   error                 // why the last measurement failed
 	peers map[string]diskReport // by member id; only while leading
+	// conns are the leader's connections for asking, apart from those that
+	// forward requests: a member that restarts leaves a connection backing
+	// off its reconnects, which must not fail a forwarded request.
+	conns peers
 }
 
 // freeBytes returns the least space available to this process on the
@@ -80,12 +102,13 @@ func (s *Server) measureDisk() {
 		return
 	}
 	g.err = nil
-	was := g.self.low()
-	g.self = diskReport{node: s.node.ID(), free: free, reserve: s.reserve(), at: time.Now()}
+	proposed := s.proposed.Load()
+	was := g.self.low(proposed)
+	g.self = diskReport{node: s.node.ID(), free: free, reserve: s.reserve(), at: time.Now(), proposed: proposed}
 	switch {
-	case g.self.low() && !was:
+	case g.self.low(proposed) && !was:
 		s.log.Warn("free disk space below the reserve: the cluster refuses writes until space is freed", "free", free, "min_free_disk_bytes", g.self.reserve)
-	case !g.self.low() && was:
+	case !g.self.low(proposed) && was:
 		s.log.Info("free disk space above the reserve again", "free", free, "min_free_disk_bytes", g.self.reserve)
 	}
 }
@@ -103,6 +126,7 @@ func (s *Server) reserve() uint64 {
 func (s *Server) watchDisk(ctx context.Context) {
 	t := time.NewTicker(diskCheckInterval)
 	defer t.Stop()
+	defer s.disk.conns.close()
 	for {
 		if len(s.dataDirs) > 0 {
 			s.measureDisk()
@@ -136,7 +160,7 @@ func (s *Server) pollPeerDisks(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := s.peers.conn(m.Address, s.node.DialPeer)
+			conn, err := s.disk.conns.conn(m.Address, s.node.DialPeer)
 			if err != nil {
 				return
 			}
@@ -146,13 +170,14 @@ func (s *Server) pollPeerDisks(ctx context.Context) {
 			if err != nil {
 				return // an unreachable member is not writing
 			}
-			r := diskReport{node: m.ID, free: resp.FreeBytes, reserve: resp.MinFreeBytes, at: time.Now()}
+			proposed := s.proposed.Load()
+			r := diskReport{node: m.ID, free: resp.FreeBytes, reserve: resp.MinFreeBytes, at: time.Now(), proposed: proposed}
 			g := &s.disk
 			g.mu.Lock()
 			if g.peers == nil {
 				g.peers = make(map[string]diskReport)
 			}
-			if r.low() && !g.peers[m.ID].low() {
+			if r.low(proposed) && !g.peers[m.ID].low(proposed) {
 				s.log.Warn("a member's free disk space is below its reserve: writes are refused until space is freed", "member", m.ID, "free", r.free, "min_free_disk_bytes", r.reserve)
 			}
 			g.peers[m.ID] = r
@@ -162,8 +187,12 @@ func (s *Server) pollPeerDisks(ctx context.Context) {
 	wg.Wait()
 }
 
-// diskStatus answers the leader's DiskStatus call.
+// diskStatus answers the leader's DiskStatus call with a fresh
+// measurement (a statfs call is cheap).
 func (s *Server) diskStatus() *peerv1.DiskStatusResponse {
+	if len(s.dataDirs) > 0 {
+		s.measureDisk()
+	}
 	g := &s.disk
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -173,7 +202,8 @@ func (s *Server) diskStatus() *peerv1.DiskStatusResponse {
 // checkDisk is the leader's gate before it appends cmd: Unavailable while
 // its own state machine cannot write its database (nothing would apply),
 // and, unless cmd only deletes, ResourceExhausted while any member's free
-// space is below its reserve.
+// space is below its reserve, as last measured less twice what was
+// proposed since. It counts cmd's bytes as proposed when it lets it pass.
 func (s *Server) checkDisk(cmd *raftcmdv1.Command) error {
 	if err := s.node.StorageError(); err != nil {
 		return status.Errorf(codes.Unavailable, "node %s (the leader) cannot write its state database and retries until space is freed: %s", s.node.ID(), userMessage(err))
@@ -181,6 +211,7 @@ func (s *Server) checkDisk(cmd *raftcmdv1.Command) error {
 	if onlyDeletes(cmd) {
 		return nil
 	}
+	proposed := s.proposed.Load()
 	g := &s.disk
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -191,12 +222,13 @@ func (s *Server) checkDisk(cmd *raftcmdv1.Command) error {
 		}
 	}
 	for _, r := range reports {
-		if r.low() {
+		if r.low(proposed) {
 			return status.Errorf(codes.ResourceExhausted,
 				"node %s has %s free in its data directory, below its reserve of %s (--min-free-disk-bytes): writes are refused until space is freed there; reads and deletes still work",
-				r.node, mib(r.free), mib(r.reserve))
+				r.node, mib(r.freeNow(proposed)), mib(r.reserve))
 		}
 	}
+	s.proposed.Add(uint64(proto.Size(cmd)))
 	return nil
 }
 

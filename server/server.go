@@ -35,6 +35,7 @@ type Server struct {
 
 	dataDirs []string // whose free space the disk guard watches (disk.go)
 	disk     diskGuard
+	proposed atomic.Uint64 // bytes of commands this node let through as leader (checkDisk)
 
 	grpcLis, httpLis             net.Listener
 	grpcAdvertise, httpAdvertise string
