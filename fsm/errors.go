@@ -51,6 +51,9 @@ var (
 	// I/O error); nothing was applied, and the same entries may be applied
 	// again once the cause is gone.
 	ErrStorage = errors.New("fsm: cannot write the state database")
+	// ErrDamaged: a data file (a bbolt database, a snapshot) is damaged or
+	// truncated (CheckDatabase).
+	ErrDamaged = errors.New("fsm: damaged data file")
 	// ErrClosed: the FSM has been closed.
 	ErrClosed = errors.New("fsm: closed")
 )

@@ -65,7 +65,7 @@ type FSM struct {
 	applied atomic.Uint64 // last applied index, as committed to db
 	applies atomic.Uint64 // commands applied since Open (skipped ones not counted)
 
-	rebuilt bool // Open set aside a database that a reboot may have torn
+	rebuilt string // why Open set the database aside (torn by a reboot, damaged); "" when it did not
 }
 
 // Open opens (or creates) the state database in opts.Dir.
@@ -85,9 +85,15 @@ func Open(opts Options) (*FSM, error) {
 		return nil, err
 	}
 	if torn {
-		if f.rebuilt, err = setAsideTorn(f.path); err != nil {
+		aside, err := setAsideTorn(f.path)
+		if err != nil {
 			return nil, err
 		}
+		if aside {
+			f.rebuilt = "the state database was not closed cleanly before a reboot and may be torn: set aside as state.db.torn"
+		}
+	} else if err := f.setAsideDamaged(); err != nil {
+		return nil, err
 	}
 	db, err := f.openDB(f.path)
 	if err != nil {
@@ -105,9 +111,14 @@ func Open(opts Options) (*FSM, error) {
 
 // Rebuilt reports whether Open found a database that a reboot may have
 // torn (it was committed without fsync and not closed cleanly) and set it
-// aside as state.db.torn: the FSM then starts empty and must be restored
-// from the newest snapshot, with Raft replaying the log after it.
-func (f *FSM) Rebuilt() bool { return f.rebuilt }
+// aside as state.db.torn, or a damaged one (CheckDatabase) that it set
+// aside as state.db.damaged: the FSM then starts empty and must be
+// restored from the newest snapshot, with Raft replaying the log after it.
+func (f *FSM) Rebuilt() bool { return f.rebuilt != "" }
+
+// RebuildReason says why Open set the database aside, naming the file
+// and the damage; "" when it did not.
+func (f *FSM) RebuildReason() string { return f.rebuilt }
 
 func (f *FSM) openDB(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{

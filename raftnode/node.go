@@ -100,7 +100,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
 	}
 	if f.Rebuilt() {
-		logger.Warn("the state database was not closed cleanly before a reboot and may be torn: set aside as state.db.torn; rebuilding from the newest snapshot and the log")
+		logger.Warn(f.RebuildReason() + "; rebuilding it from the newest snapshot and the log")
 	}
 	if err := n.catchUpFromSnapshot(); err != nil {
 		return nil, err

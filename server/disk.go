@@ -9,6 +9,7 @@ import (
 
 	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -230,6 +231,33 @@ func (s *Server) checkDisk(cmd *raftcmdv1.Command) error {
 	}
 	s.proposed.Add(uint64(proto.Size(cmd)))
 	return nil
+}
+
+// diskGauges are the disk guard's metrics.
+func (s *Server) diskGauges() []prometheus.Collector {
+	self := func() diskReport {
+		s.disk.mu.Lock()
+		defer s.disk.mu.Unlock()
+		return s.disk.self
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	bit := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	return []prometheus.Collector{
+		gauge("cairn_disk_free_bytes", "Free space of this node's data directory, as last measured.", func() float64 { return float64(self().free) }),
+		gauge("cairn_disk_low", "1 while this node's free space is below --min-free-disk-bytes: the leader refuses writes.", func() float64 {
+			return bit(self().low(s.proposed.Load()))
+		}),
+		gauge("cairn_storage_stalled", "1 while this node's state machine cannot write its database and retries: it applies nothing.", func() float64 {
+			return bit(s.node.StorageError() != nil)
+		}),
+	}
 }
 
 func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -57,6 +57,7 @@ var errorCodes = []struct {
 	{fsm.ErrClosed, codes.Unavailable},
 	{fsm.ErrInUse, codes.Unavailable},
 	{fsm.ErrStorage, codes.Unavailable},
+	{fsm.ErrDamaged, codes.DataLoss},
 	{raftnode.ErrNotLeader, codes.Unavailable},
 	{raftnode.ErrLeadershipLost, codes.Unavailable},
 	{raftnode.ErrTimeout, codes.Unavailable},

@@ -41,6 +41,7 @@ var sentinels = []struct {
 	{"fsm.ErrClosed", fsm.ErrClosed, codes.Unavailable},
 	{"fsm.ErrInUse", fsm.ErrInUse, codes.Unavailable},
 	{"fsm.ErrStorage", fsm.ErrStorage, codes.Unavailable},
+	{"fsm.ErrDamaged", fsm.ErrDamaged, codes.DataLoss},
 	{"raftnode.ErrNotLeader", raftnode.ErrNotLeader, codes.Unavailable},
 	{"raftnode.ErrLeadershipLost", raftnode.ErrLeadershipLost, codes.Unavailable},
 	{"raftnode.ErrTimeout", raftnode.ErrTimeout, codes.Unavailable},

@@ -89,6 +89,13 @@ func StartNode(cfg NodeConfig) (*RunningNode, error) {
 	if err := cfg.Server.Validate(); err != nil {
 		return nil, err
 	}
+	// A damaged Raft log or snapshot is refused here, before anything
+	// serves from it; the FSM checks its own database when it opens (a
+	// damaged one is set aside and rebuilt).
+	var check DataCheck
+	if err := check.checkRaft(cfg.Dir); err != nil {
+		return nil, err
+	}
 	hub := NewWatchHub(cfg.History, 0)
 	f, err := fsm.Open(fsm.Options{Dir: filepath.Join(cfg.Dir, "fsm"), NoSync: cfg.FSMNoSync, Observer: hub})
 	if err != nil {

@@ -103,6 +103,7 @@ func (s *Server) Start() error {
 			func() float64 { return float64(s.proposals.inflight()) }),
 	)
 	s.metrics.reg.MustRegister(shardCollector{state: s.state})
+	s.metrics.reg.MustRegister(s.diskGauges()...)
 	s.alarmMetrics = newAlarmMetrics(s.metrics.reg, s.state)
 	s.alarmClient = newWebhookClient(s.cfg.AlarmConcurrency)
 	s.draining, s.startDrain = context.WithCancel(context.Background())

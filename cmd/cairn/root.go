@@ -17,7 +17,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newDevCmd(), newVersionCmd(), newTokenCmd(), newCertsCmd(), newBenchCmd())
+	root.AddCommand(newServeCmd(), newDevCmd(), newVersionCmd(), newTokenCmd(), newCertsCmd(), newBenchCmd(), newCheckCmd())
 	for _, c := range []*cobra.Command{newKVCmd(), newNSCmd(), newObjCmd(), newAlarmCmd(), newWatchCmd(), newClusterCmd(), newBackupCmd()} {
 		addClientFlags(c)
 		root.AddCommand(c)

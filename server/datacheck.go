@@ -1,0 +1,92 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/raftnode"
+)
+
+// DataCheck is what CheckDataDir found, file by file.
+type DataCheck struct {
+	// Checked describes each file checked and what it holds.
+	Checked []string
+	// Warnings are damage the node recovers from by itself when it starts.
+	Warnings []string
+	Took     time.Duration
+}
+
+// rebuildHint points at the documented procedure for a damaged node.
+const rebuildHint = `see "Disk full and damaged data" in the README`
+
+// CheckDataDir checks every data file of the node data directory dir
+// without changing anything (`cairn check`): the FSM's fsm/state.db and
+// Raft's raft/raft.db (fsm.CheckDatabase: meta pages, length, every
+// reachable page) and every snapshot in raft/snapshots
+// (raftnode.CheckSnapshots: metadata, size, CRC). It returns an error
+// wrapping fsm.ErrDamaged that names the first damaged file of Raft's and
+// what to do. A damaged state.db is a warning: it is redundant, and the
+// node sets it aside and rebuilds it from its newest snapshot and its Raft
+// log when it starts (fsm.Open).
+func CheckDataDir(dir string) (DataCheck, error) {
+	start := time.Now()
+	var c DataCheck
+	err := c.checkState(dir)
+	if err == nil {
+		err = c.checkRaft(dir)
+	}
+	c.Took = time.Since(start)
+	return c, err
+}
+
+func (c *DataCheck) checkState(dir string) error {
+	path := filepath.Join(dir, "fsm", "state.db")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	r, err := fsm.CheckDatabase(path)
+	switch {
+	case errors.Is(err, fsm.ErrDamaged):
+		c.Warnings = append(c.Warnings, userMessage(err)+"; cairn serve sets it aside and rebuilds it from the newest snapshot and the Raft log")
+	case err != nil:
+		return err
+	case r.RecoveredMeta:
+		c.Warnings = append(c.Warnings, r.Warning+"; cairn serve sets it aside and rebuilds it from the newest snapshot and the Raft log")
+	default:
+		c.Checked = append(c.Checked, fmt.Sprintf("%s: %d bytes, %d keys", path, r.Bytes, r.Keys))
+	}
+	return nil
+}
+
+// checkRaft checks Raft's log and snapshots, which are not redundant: a
+// node with a damaged one must not start (StartNode).
+func (c *DataCheck) checkRaft(dir string) error {
+	path := filepath.Join(dir, "raft", "raft.db")
+	if _, err := os.Stat(path); err == nil {
+		r, err := fsm.CheckDatabase(path)
+		if errors.Is(err, fsm.ErrInUse) {
+			return err
+		}
+		if err == nil && r.RecoveredMeta {
+			err = fmt.Errorf("%w: %s (it may have lost log entries this node acknowledged)", fsm.ErrDamaged, r.Warning)
+		}
+		if err != nil {
+			return fmt.Errorf("%w; this node must be rebuilt from its peers: %s", err, rebuildHint)
+		}
+		c.Checked = append(c.Checked, fmt.Sprintf("%s: %d bytes, %d keys", path, r.Bytes, r.Keys))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("server: check %s: %w", path, err)
+	}
+	snaps, err := raftnode.CheckSnapshots(filepath.Join(dir, "raft"))
+	if err != nil {
+		return fmt.Errorf("%w; move that snapshot's directory aside if a newer snapshot is intact, otherwise rebuild this node from its peers: %s", err, rebuildHint)
+	}
+	for _, s := range snaps {
+		c.Checked = append(c.Checked, fmt.Sprintf("%s: snapshot at index %d, %d bytes", filepath.Join(dir, "raft", "snapshots", s.ID), s.Index, s.Bytes))
+	}
+	return nil
+}
