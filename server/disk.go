@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"syscall"
 	"time"
 
 	peerv1 "github.com/cairndb/cairn/api/cairn/peer/v1"
@@ -76,11 +75,10 @@ type diskGuard struct {
 func freeBytes(dirs []string) (uint64, error) {
 	var least uint64
 	for i, d := range dirs {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(d, &st); err != nil {
+		free, err := availableBytes(d)
+		if err != nil {
 			return 0, fmt.Errorf("server: free space of %s: %w", d, err)
 		}
-		free := uint64(st.Bavail) * uint64(st.Bsize)
 		if i == 0 || free < least {
 			least = free
 		}
