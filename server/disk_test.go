@@ -1,0 +1,51 @@
+package server
+
+import (
+	"testing"
+
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+)
+
+// TestDiskReportEstimate: a member's free space counts down by twice what
+// the leader proposed since the report (its log and its state), never
+// below zero, and is low only under a reserve that is on.
+func TestDiskReportEstimate(t *testing.T) {
+	r := diskReport{free: 10 << 20, reserve: 4 << 20, proposed: 100}
+	for _, c := range []struct {
+		proposed, want uint64
+		low            bool
+	}{
+		{100, 10 << 20, false},
+		{100 + 2<<20, 6 << 20, false},
+		{100 + 3<<20 + 1, 4<<20 - 2, true},
+		{100 + 6<<20, 0, true},
+	} {
+		if got := r.freeNow(c.proposed); got != c.want || r.low(c.proposed) != c.low {
+			t.Errorf("proposed %d: free %d low %v, want %d %v", c.proposed, got, r.low(c.proposed), c.want, c.low)
+		}
+	}
+	if off := (diskReport{free: 0}); off.low(1 << 30) {
+		t.Errorf("a member without a reserve counts as low")
+	}
+}
+
+// TestOnlyDeletes: what the leader accepts while a disk is low.
+func TestOnlyDeletes(t *testing.T) {
+	for _, c := range []struct {
+		cmd  *raftcmdv1.Command
+		want bool
+	}{
+		{&raftcmdv1.Command{Op: &raftcmdv1.Command_BatchWrite{BatchWrite: &raftcmdv1.BatchWrite{Deletes: []string{"k"}}}}, true},
+		{&raftcmdv1.Command{Op: &raftcmdv1.Command_BatchWrite{BatchWrite: &raftcmdv1.BatchWrite{Deletes: []string{"k"}, Puts: []*raftcmdv1.KeyPut{{Key: "p"}}}}}, false},
+		{&raftcmdv1.Command{Op: &raftcmdv1.Command_DeleteObject{DeleteObject: &raftcmdv1.DeleteObject{}}}, true},
+		{&raftcmdv1.Command{Op: &raftcmdv1.Command_DeleteNamespace{DeleteNamespace: &raftcmdv1.DeleteNamespace{}}}, true},
+		{&raftcmdv1.Command{Op: &raftcmdv1.Command_DeleteAlarm{DeleteAlarm: &raftcmdv1.DeleteAlarm{}}}, true},
+		{&raftcmdv1.Command{Op: &raftcmdv1.Command_PutNamespace{PutNamespace: &raftcmdv1.PutNamespace{}}}, false},
+		{&raftcmdv1.Command{Op: &raftcmdv1.Command_Txn{Txn: &raftcmdv1.Txn{}}}, false},
+		{&raftcmdv1.Command{Op: &raftcmdv1.Command_SetAlarm{SetAlarm: &raftcmdv1.SetAlarm{}}}, false},
+	} {
+		if got := onlyDeletes(c.cmd); got != c.want {
+			t.Errorf("onlyDeletes(%v) = %v, want %v", c.cmd, got, c.want)
+		}
+	}
+}
