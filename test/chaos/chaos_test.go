@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -206,11 +207,21 @@ func runChaos(t *testing.T, cfg runConfig) {
 		}
 		t.Logf("%6.1fs %s: %s", time.Since(start).Seconds(), f.kind, detail)
 		if err := c.waitHealthy(60 * time.Second); err != nil {
-			// A liveness failure: say what each node was doing, then go
-			// on to the final restart and the checks of what was seen.
-			t.Errorf("after %s (%s) the cluster did not recover: %v; node states, logs and goroutines in %s", f.kind, detail, err, r.diagnose())
+			// A liveness failure: say what each node was doing, restart
+			// the stuck ones and go on; the checks of what was seen come
+			// at the end all the same.
+			var stuck *notReadyError
+			errors.As(err, &stuck)
+			t.Errorf("after %s (%s) the cluster did not recover: %v; node states, logs and goroutines in %s", f.kind, detail, err, r.diagnose(stuck))
 			r.stuck++
-			break
+			if err := r.restartStopped(); err != nil {
+				t.Errorf("restarting the stuck members: %v", err)
+				break
+			}
+			if err := c.waitHealthy(60 * time.Second); err != nil {
+				t.Errorf("after restarting the stuck members: %v", err)
+				break
+			}
 		}
 	}
 	if wait := time.Until(start.Add(cfg.duration)); wait > 0 {

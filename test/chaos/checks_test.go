@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -173,18 +174,17 @@ func (r *run) evidence() string {
 
 // diagnose writes, for a cluster that did not recover, every member's
 // view of the cluster and its log into the evidence directory, after
-// making the members that are not ready dump their goroutines (SIGQUIT;
-// the final restart starts them again). It returns the directory.
-func (r *run) diagnose() string {
+// making the members that were stuck dump their goroutines (SIGQUIT). It
+// returns the directory.
+func (r *run) diagnose(stuck *notReadyError) string {
 	dir := r.evidence()
 	var states []string
 	for _, n := range r.c.members() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		st, err := n.admin.ClusterOf(ctx, 0)
 		cancel()
-		ready := n.ready()
-		states = append(states, fmt.Sprintf("%s ready=%v status=%v err=%v", n.id, ready, st, err))
-		if !ready {
+		states = append(states, fmt.Sprintf("%s ready=%v status=%v err=%v", n.id, n.ready(), st, err))
+		if stuck != nil && slices.Contains(stuck.ids, n.id) {
 			n.quit()
 		}
 		if b, err := os.ReadFile(filepath.Join(n.dir, "node.log")); err == nil {
@@ -193,6 +193,21 @@ func (r *run) diagnose() string {
 	}
 	_ = os.WriteFile(filepath.Join(dir, "states.txt"), []byte(strings.Join(states, "\n")+"\n"), 0o644)
 	return dir
+}
+
+// restartStopped starts the members whose process is not running.
+func (r *run) restartStopped() error {
+	for _, n := range r.c.members() {
+		n.mu.Lock()
+		running := n.running
+		n.mu.Unlock()
+		if !running {
+			if err := n.start(r.c.bin); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkDurability checks that every acknowledged write survived the

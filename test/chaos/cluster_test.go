@@ -340,7 +340,18 @@ func (c *cluster) waitLeader(timeout time.Duration) (*node, error) {
 	}
 }
 
-// waitHealthy polls until every member runs, is ready, and one is leader.
+// notReadyError names the members that were not ready when time ran out.
+type notReadyError struct {
+	ids     []string
+	timeout time.Duration
+}
+
+func (e *notReadyError) Error() string {
+	return fmt.Sprintf("members %v not ready after %s", e.ids, e.timeout)
+}
+
+// waitHealthy polls until every member runs, is ready, and one is leader;
+// otherwise it fails with a *notReadyError.
 func (c *cluster) waitHealthy(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -356,7 +367,7 @@ func (c *cluster) waitHealthy(timeout time.Duration) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("members %v not ready after %s", notReady, timeout)
+			return &notReadyError{ids: notReady, timeout: timeout}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
