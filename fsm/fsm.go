@@ -62,6 +62,16 @@ type FSM struct {
 	mu sync.RWMutex
 	db *bolt.DB
 
+	// snaps guards open: the snapshots not yet released, per database. A
+	// database that Restore replaced while snapshots of it were open is
+	// closed by the last one's Release, not by Restore, which must not
+	// wait for them (see Restore).
+	snaps sync.Mutex
+	open  map[*bolt.DB]int
+	// retired holds the replaced databases that are waiting for their
+	// snapshots to be released.
+	retired map[*bolt.DB]bool
+
 	applied atomic.Uint64 // last applied index, as committed to db
 	applies atomic.Uint64 // commands applied since Open (skipped ones not counted)
 

@@ -34,6 +34,8 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // Snapshot is a point-in-time view of the state, held open as a read
 // transaction until Release.
 type Snapshot struct {
+	f  *FSM
+	db *bolt.DB
 	tx *bolt.Tx
 }
 
@@ -49,7 +51,13 @@ func (f *FSM) Snapshot() (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsm: snapshot: %w", err)
 	}
-	return &Snapshot{tx: tx}, nil
+	f.snaps.Lock()
+	defer f.snaps.Unlock()
+	if f.open == nil {
+		f.open = map[*bolt.DB]int{}
+	}
+	f.open[f.db]++
+	return &Snapshot{f: f, db: f.db, tx: tx}, nil
 }
 
 // Index returns the applied index the snapshot captured.
@@ -97,8 +105,45 @@ func ReadSnapshotIndex(r io.Reader) (uint64, error) {
 	return binary.BigEndian.Uint64(hdr[len(snapshotMagic)+4:]), nil
 }
 
-// Release ends the snapshot's read transaction.
-func (s *Snapshot) Release() { _ = s.tx.Rollback() }
+// Release ends the snapshot's read transaction, and closes its database
+// when Restore replaced it and this was its last open snapshot.
+func (s *Snapshot) Release() {
+	_ = s.tx.Rollback()
+	f := s.f
+	f.snaps.Lock()
+	f.open[s.db]--
+	last := f.open[s.db] == 0
+	if last {
+		delete(f.open, s.db)
+	}
+	closeDB := last && f.retired[s.db]
+	if closeDB {
+		delete(f.retired, s.db)
+	}
+	f.snaps.Unlock()
+	if closeDB {
+		_ = s.db.Close()
+	}
+}
+
+// retire closes db, which Restore has replaced, or, while snapshots of it
+// are open (Raft may be writing one out, a backup streaming one), leaves
+// that to the last one's Release. Waiting here instead would deadlock:
+// Raft's snapshot goroutine holds its snapshot while it waits for Raft's
+// main goroutine, which waits for this restore.
+func (f *FSM) retire(db *bolt.DB) error {
+	f.snaps.Lock()
+	if f.open[db] > 0 {
+		if f.retired == nil {
+			f.retired = map[*bolt.DB]bool{}
+		}
+		f.retired[db] = true
+		f.snaps.Unlock()
+		return nil
+	}
+	f.snaps.Unlock()
+	return db.Close()
+}
 
 // forEachRecord walks every bucket (meta included only if withMeta) and
 // every key in byte order.
@@ -166,13 +211,13 @@ func (f *FSM) Restore(r io.Reader) error {
 	old := f.db
 	f.db = db
 	f.mu.Unlock()
-	// Closing waits for read transactions on the old database (a snapshot
-	// being written out); queries already use the new one.
+	// Queries already use the new database; the old one closes once its
+	// open snapshots are released (see retire).
 	if f.opts.Observer != nil {
 		f.opts.Observer.Restored(f.applied.Load())
 	}
 	if old != nil {
-		if err := old.Close(); err != nil {
+		if err := f.retire(old); err != nil {
 			return fmt.Errorf("fsm: restore: close the replaced database: %w", err)
 		}
 	}
