@@ -55,6 +55,10 @@
 //     keys, which the per-key check cannot see).
 //   - replicas: after the run every member reaches the same applied index
 //     with the same state hash.
+//   - liveness: after each fault is healed every member is ready again
+//     within a minute; otherwise the stuck members dump their goroutines
+//     (SIGQUIT) into a directory the failure names, with every member's
+//     log and view of the cluster, are restarted, and the run goes on.
 //
 // Every run prints one line: seed, operations (and the slowest), faults
 // by kind, anomalies and acknowledged writes lost.
