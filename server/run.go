@@ -91,13 +91,21 @@ func StartNode(cfg NodeConfig) (*RunningNode, error) {
 	}
 	// A damaged Raft log or snapshot is refused here, before anything
 	// serves from it; the FSM checks its own database when it opens (a
-	// damaged one is set aside and rebuilt).
-	var check DataCheck
-	if err := check.checkRaft(cfg.Dir); err != nil {
-		return nil, err
-	}
+	// damaged one is set aside and rebuilt). Each check reads its files
+	// whole (gigabytes for a large state), so the two run side by side.
+	raftChecked := make(chan error, 1)
+	go func() {
+		var check DataCheck
+		raftChecked <- check.checkRaft(cfg.Dir)
+	}()
 	hub := NewWatchHub(cfg.History, 0)
 	f, err := fsm.Open(fsm.Options{Dir: filepath.Join(cfg.Dir, "fsm"), NoSync: cfg.FSMNoSync, Observer: hub})
+	if cerr := <-raftChecked; cerr != nil {
+		if err == nil {
+			_ = f.Close()
+		}
+		return nil, cerr
+	}
 	if err != nil {
 		return nil, err
 	}
