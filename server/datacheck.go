@@ -37,7 +37,7 @@ func CheckDataDir(dir string) (DataCheck, error) {
 	var c DataCheck
 	err := c.checkState(dir)
 	if err == nil {
-		err = c.checkRaft(dir)
+		err = c.checkRaft(dir, false)
 	}
 	c.Took = time.Since(start)
 	return c, err
@@ -63,8 +63,9 @@ func (c *DataCheck) checkState(dir string) error {
 }
 
 // checkRaft checks Raft's log and snapshots, which are not redundant: a
-// node with a damaged one must not start (StartNode).
-func (c *DataCheck) checkRaft(dir string) error {
+// node with a damaged one must not start (StartNode). With once, each
+// snapshot's CRC is checked only the first time (raftnode.CheckSnapshots).
+func (c *DataCheck) checkRaft(dir string, once bool) error {
 	path := filepath.Join(dir, "raft", "raft.db")
 	if _, err := os.Stat(path); err == nil {
 		r, err := fsm.CheckDatabase(path)
@@ -81,7 +82,7 @@ func (c *DataCheck) checkRaft(dir string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("server: check %s: %w", path, err)
 	}
-	snaps, err := raftnode.CheckSnapshots(filepath.Join(dir, "raft"))
+	snaps, err := raftnode.CheckSnapshots(filepath.Join(dir, "raft"), once)
 	if err != nil {
 		return fmt.Errorf("%w; move that snapshot's directory aside if a newer snapshot is intact, otherwise rebuild this node from its peers: %s", err, rebuildHint)
 	}

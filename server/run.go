@@ -96,7 +96,7 @@ func StartNode(cfg NodeConfig) (*RunningNode, error) {
 	raftChecked := make(chan error, 1)
 	go func() {
 		var check DataCheck
-		raftChecked <- check.checkRaft(cfg.Dir)
+		raftChecked <- check.checkRaft(cfg.Dir, true)
 	}()
 	hub := NewWatchHub(cfg.History, 0)
 	f, err := fsm.Open(fsm.Options{Dir: filepath.Join(cfg.Dir, "fsm"), NoSync: cfg.FSMNoSync, Observer: hub})

@@ -1,0 +1,73 @@
+package raftnode
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// TestCheckSnapshotsOnce: a starting node reads a snapshot whole (its CRC)
+// the first time only and marks it; later starts check its metadata, size
+// and header. cairn check (once unset) always reads it whole.
+func TestCheckSnapshotsOnce(t *testing.T) {
+	dir := t.TempDir()
+	store, err := raft.NewFileSnapshotStore(dir, 2, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fsm.Open(fsm.Options{Dir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := store.Create(raft.SnapshotVersionMax, 5, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snap.WriteTo(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snapDir := filepath.Join(dir, "snapshots", sink.ID())
+
+	if _, err := CheckSnapshots(dir, true); err != nil {
+		t.Fatalf("first check: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(snapDir, verifiedFile)); err != nil {
+		t.Fatalf("a snapshot that passed is not marked: %v", err)
+	}
+	state := filepath.Join(snapDir, "state.bin")
+	b, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-6] ^= 0xff // a record byte: only the CRC can tell
+	if err := os.WriteFile(state, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckSnapshots(dir, true); err != nil {
+		t.Fatalf("a marked snapshot was read whole again: %v", err)
+	}
+	if _, err := CheckSnapshots(dir, false); !errors.Is(err, fsm.ErrDamaged) {
+		t.Fatalf("full check of a damaged snapshot: %v, want ErrDamaged", err)
+	}
+	b[0] ^= 0xff // the header: checked on every start
+	if err := os.WriteFile(state, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckSnapshots(dir, true); !errors.Is(err, fsm.ErrDamaged) {
+		t.Fatalf("a marked snapshot with a damaged header: %v, want ErrDamaged", err)
+	}
+}
