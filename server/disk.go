@@ -46,6 +46,10 @@ type diskReport struct {
 // freeNow estimates the member's free space now, when proposed bytes have
 // been proposed in all.
 func (r diskReport) freeNow(proposed uint64) uint64 {
+	if proposed <= r.proposed {
+		// Read before a report that arrived meanwhile: nothing since.
+		return r.free
+	}
 	used := 2 * (proposed - r.proposed)
 	if used >= r.free {
 		return 0

@@ -19,6 +19,10 @@ func TestDiskReportEstimate(t *testing.T) {
 		{100 + 2<<20, 6 << 20, false},
 		{100 + 3<<20 + 1, 4<<20 - 2, true},
 		{100 + 6<<20, 0, true},
+		// A count read just before a newer report arrived (checkDisk
+		// loads it before it takes the lock): no bytes since, not an
+		// underflow to "0 MiB free".
+		{99, 10 << 20, false},
 	} {
 		if got := r.freeNow(c.proposed); got != c.want || r.low(c.proposed) != c.low {
 			t.Errorf("proposed %d: free %d low %v, want %d %v", c.proposed, got, r.low(c.proposed), c.want, c.low)
