@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -69,5 +70,23 @@ func TestCheckSnapshotsOnce(t *testing.T) {
 	}
 	if _, err := CheckSnapshots(dir, true); !errors.Is(err, fsm.ErrDamaged) {
 		t.Fatalf("a marked snapshot with a damaged header: %v, want ErrDamaged", err)
+	}
+}
+
+// TestUnfinishedSnapshotsRemoved: snapshot directories a crash left
+// unfinished are deleted when a node opens its stores; finished ones stay.
+func TestUnfinishedSnapshotsRemoved(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"2-10-100.tmp", "2-20-200"} {
+		if err := os.MkdirAll(filepath.Join(dir, "snapshots", d), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeUnfinishedSnapshots(dir, hclog.NewNullLogger())
+	if _, err := os.Stat(filepath.Join(dir, "snapshots", "2-10-100.tmp")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("unfinished snapshot still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "snapshots", "2-20-200")); err != nil {
+		t.Fatalf("a finished snapshot was removed: %v", err)
 	}
 }

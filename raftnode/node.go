@@ -99,6 +99,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
 	}
+	removeUnfinishedSnapshots(cfg.Dir, logger)
 	if f.Rebuilt() {
 		logger.Warn(f.RebuildReason() + "; rebuilding it from the newest snapshot and the log")
 	}
@@ -161,6 +162,20 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	}
 	ok = true
 	return n, nil
+}
+
+// removeUnfinishedSnapshots deletes the snapshot directories a crash left
+// unfinished (*.tmp): Raft skips them but never removes them, so each
+// would keep its size of disk for good.
+func removeUnfinishedSnapshots(dir string, logger hclog.Logger) {
+	tmps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*.tmp"))
+	for _, tmp := range tmps {
+		if err := os.RemoveAll(tmp); err != nil {
+			logger.Warn("cannot remove an unfinished snapshot", "path", tmp, "err", err)
+			continue
+		}
+		logger.Info("removed a snapshot a crash left unfinished", "path", tmp)
+	}
 }
 
 // logCacheEntries is how many recent log entries the leader keeps in
