@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cairndb/cairn/internal/testwait"
 	"net"
 	"strings"
 	"sync"
@@ -279,13 +280,9 @@ func TestWatchResumesPastCompactedNode(t *testing.T) {
 		}
 		want = append(want, r.Revision)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for short.FSM.AppliedIndex() < want[len(want)-1] {
-		if time.Now().After(deadline) {
-			t.Fatal("the added node did not catch up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 20*time.Second, "the added node to catch up", func() bool {
+		return short.FSM.AppliedIndex() >= want[len(want)-1]
+	})
 
 	only := mustClient(t, []string{short.Server.GRPCAddr()})
 	if _, err := only.Watch(ctx, &cairnv1.WatchRequest{Namespace: "w", Object: "o", StartRevision: want[0]}); !errors.Is(err, client.ErrCompacted) {
@@ -341,12 +338,12 @@ func TestAlarms(t *testing.T) {
 		t.Fatalf("%d pending alarms, want 2", n)
 	}
 	var claimed []*cairnv1.Alarm
-	deadline := time.Now().Add(10 * time.Second)
-	for len(claimed) == 0 && time.Now().Before(deadline) {
+	testwait.For(t, 10*time.Second, "the due alarm to be claimable", func() bool {
 		if claimed, err = c.ClaimAlarms(ctx, "jobs", "worker-1", 10, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-	}
+		return len(claimed) > 0
+	})
 	if len(claimed) != 1 || claimed[0].Object != "now" {
 		t.Fatalf("claimed %v, want the due alarm only", claimed)
 	}

@@ -75,23 +75,9 @@ func mustStartTransportNode(t *testing.T, id string, tlsCfg TLSConfig, bootstrap
 		if err := n.Bootstrap([]Server{{ID: id, Address: n.RaftAddr(), Voter: true}}); err != nil {
 			t.Fatal(err)
 		}
-		pollUntil(t, id+" to lead", n.IsLeader)
+		waitFor(t, waitLong, id+" to lead", n.IsLeader)
 	}
 	return tn
-}
-
-// pollUntil polls cond until it holds, failing the test after 20 s.
-func pollUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
 }
 
 // mustWrite applies a namespace write through the node.
@@ -108,7 +94,7 @@ func (tn *transportNode) mustWrite(t *testing.T, ns string) {
 // waitLogged polls until the node's log holds want.
 func (tn *transportNode) waitLogged(t *testing.T, want string) {
 	t.Helper()
-	pollUntil(t, "the log to mention "+want, func() bool { return strings.Contains(tn.log.String(), want) })
+	waitFor(t, waitLong, "the log to mention "+want, func() bool { return strings.Contains(tn.log.String(), want) })
 }
 
 // mustBeDropped checks that the Raft port closes conn: a read ends
@@ -220,7 +206,7 @@ func TestRaftPortTLS(t *testing.T) {
 		_, _ = c.Write([]byte{streamPeer})
 		mustBeDropped(t, c, "foreign TLS client")
 	}
-	pollUntil(t, "three failed handshakes logged", func() bool { return strings.Count(tn.log.String(), "TLS handshake failed") >= 3 })
+	waitFor(t, waitLong, "three failed handshakes logged", func() bool { return strings.Count(tn.log.String(), "TLS handshake failed") >= 3 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

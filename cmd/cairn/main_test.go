@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/cairndb/cairn/internal/testwait"
 	"net"
 	"net/http"
 	"os"
@@ -109,15 +110,7 @@ func (p *proc) stop(t *testing.T) {
 // waitFor polls cond until it holds or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
+	testwait.Every(t, timeout, 20*time.Millisecond, what, cond)
 }
 
 // freePorts returns n distinct free TCP ports on loopback.
