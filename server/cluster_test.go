@@ -464,7 +464,7 @@ func TestGracefulShutdownHandsOverLeadership(t *testing.T) {
 	mustPutNamespace(t, l, "gs")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l.stopped = true
+	l.stopped.Store(true)
 	_ = l.conn.Close()
 	l.Shutdown(ctx)
 	var leader *testNode
@@ -493,7 +493,7 @@ func TestShutdownWithoutPeersDoesNotHang(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.stopped = true
+			n.stopped.Store(true)
 			_ = n.conn.Close()
 			n.Shutdown(ctx)
 		}()

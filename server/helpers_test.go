@@ -63,7 +63,7 @@ type testNode struct {
 	*RunningNode
 	id      string
 	dir     string
-	stopped bool
+	stopped atomic.Bool // read by writer goroutines while the test stops nodes
 	conn    *grpc.ClientConn
 }
 
@@ -157,10 +157,9 @@ func (c *testCluster) mustStart(t testing.TB, id string, cfg NodeConfig) *testNo
 
 // stop stops n (once).
 func (n *testNode) stop() {
-	if n.stopped {
+	if !n.stopped.CompareAndSwap(false, true) {
 		return
 	}
-	n.stopped = true
 	_ = n.conn.Close()
 	n.Stop()
 }
@@ -184,7 +183,7 @@ func (c *testCluster) stopAll() {
 // former addresses (Raft, gRPC and HTTP), without bootstrap or join.
 func (c *testCluster) mustRestart(t testing.TB, n *testNode, raftAddr, grpcAddr, httpAddr string) *testNode {
 	t.Helper()
-	if !n.stopped {
+	if !n.stopped.Load() {
 		t.Fatalf("restart of %s, which is running", n.id)
 	}
 	cfg := c.nodeConfig(n.id, n.dir)
@@ -207,7 +206,7 @@ func (c *testCluster) running() []*testNode {
 	defer c.mu.Unlock()
 	var out []*testNode
 	for _, n := range c.nodes {
-		if !n.stopped {
+		if !n.stopped.Load() {
 			out = append(out, n)
 		}
 	}

@@ -262,7 +262,7 @@ func TestShutdownEndsProbeStreams(t *testing.T) {
 
 	drain, stop := context.WithTimeout(context.Background(), waitLong)
 	defer stop()
-	n.stopped = true
+	n.stopped.Store(true)
 	_ = n.conn.Close()
 	n.Shutdown(drain)
 	if drain.Err() != nil {
