@@ -209,6 +209,20 @@ func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 // opened. Entries skipped because they were already applied do not count.
 func (f *FSM) Applies() uint64 { return f.applies.Load() }
 
+// ReleaseMapping hands the resident pages of the database's memory map
+// back to the kernel (they stay in the page cache and fault back in
+// without I/O when used). Reads map pages in and nothing maps them out,
+// so without it a node's RSS grows toward the size of its database under
+// writes spread over many keys; the server calls it when the mapped pages
+// pass its budget. It changes no state. It is a no-op where the map
+// cannot be advised (not Linux).
+func (f *FSM) ReleaseMapping() error {
+	return f.view(func(tx *bolt.Tx) error {
+		releaseMappingIn(tx)
+		return nil
+	})
+}
+
 // view runs fn in a read transaction of the current database.
 func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
 	f.mu.RLock()

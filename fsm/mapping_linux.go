@@ -18,7 +18,24 @@ func releaseMapping(db *bolt.DB, path string) {
 	if err != nil || st.Size() == 0 {
 		return
 	}
-	// Advice only: a failure changes nothing. The address stays a uintptr
-	// (bbolt exports it so): the map outlives this call.
-	_, _, _ = unix.Syscall(unix.SYS_MADVISE, db.Info().Data, uintptr(st.Size()), unix.MADV_DONTNEED)
+	dontNeed(db.Info().Data, st.Size())
+}
+
+// releaseMappingIn does the same from inside the read transaction tx,
+// while the database is open and in use: the transaction holds bbolt's
+// map lock, so the map cannot move or shrink under the call, and only the
+// pages this transaction's view of the file spans (tx.Size, never past the
+// map's end) are released.
+func releaseMappingIn(tx *bolt.Tx) {
+	dontNeed(tx.DB().Info().Data, tx.Size())
+}
+
+// dontNeed advises the kernel that size bytes of the map at addr are not
+// needed. Advice only: a failure changes nothing. The address stays a
+// uintptr (bbolt exports it so): the map outlives this call.
+func dontNeed(addr uintptr, size int64) {
+	if size <= 0 {
+		return
+	}
+	_, _, _ = unix.Syscall(unix.SYS_MADVISE, addr, uintptr(size), unix.MADV_DONTNEED)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	bolt "go.etcd.io/bbolt"
 )
 
 // mappedRSS returns the resident bytes of this process's mappings of path
@@ -67,4 +68,61 @@ func TestOpenLeavesMappingCold(t *testing.T) {
 		t.Fatalf("after Open %d bytes of the %d-byte database stay resident", got, st.Size())
 	}
 	mustGet(t, g, "ns", "o39", "k0999") // pages fault back in
+}
+
+// TestReleaseMappingWhileOpen: pages that reads fault in while the
+// database is open leave the process's RSS after ReleaseMapping, and the
+// data reads the same afterwards.
+func TestReleaseMappingWhileOpen(t *testing.T) {
+	dir := t.TempDir()
+	f := openSynced(t, dir)
+	mustApply(t, f, cmdPutNamespace("ns", 0))
+	value := strings.Repeat("v", 1000)
+	for o := range 40 {
+		var puts []*raftcmdv1.KeyPut
+		for k := range 1000 {
+			puts = append(puts, kput(fmt.Sprintf("k%04d", k), value))
+		}
+		mustApply(t, f, cmdBatch("ns", fmt.Sprintf("o%02d", o), puts))
+	}
+	path := filepath.Join(dir, dbFile)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.view(func(tx *bolt.Tx) error { // touch every page
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return touchBucket(b) })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := mappedRSS(t, path)
+	if before < st.Size()/2 {
+		t.Fatalf("reading every key left only %d bytes of the %d-byte database resident", before, st.Size())
+	}
+	if err := f.ReleaseMapping(); err != nil {
+		t.Fatal(err)
+	}
+	after := mappedRSS(t, path)
+	if after > st.Size()/8 || after >= before {
+		t.Fatalf("after ReleaseMapping %d bytes of the %d-byte database stay resident (%d before)", after, st.Size(), before)
+	}
+	mustGet(t, f, "ns", "o39", "k0999")
+	mustApply(t, f, cmdBatch("ns", "o00", []*raftcmdv1.KeyPut{kput("after", value)}))
+	mustGet(t, f, "ns", "o00", "after")
+}
+
+// touched keeps the reads of touchBucket from being optimised away.
+var touched byte
+
+// touchBucket reads every value of b and of its nested buckets.
+func touchBucket(b *bolt.Bucket) error {
+	return b.ForEach(func(k, v []byte) error {
+		if v == nil {
+			return touchBucket(b.Bucket(k))
+		}
+		for i := 0; i < len(v); i += 4096 {
+			touched += v[i]
+		}
+		return nil
+	})
 }

@@ -90,6 +90,12 @@ type Config struct {
 	// on this node.
 	MinFreeDiskBytes int64
 
+	// MaxMappedMemoryBytes bounds the resident pages of the state
+	// database's memory map: past it the node hands them back to the
+	// kernel, which keeps them in its page cache (memory.go). 0 means
+	// 256 MiB; a negative value turns the bound off.
+	MaxMappedMemoryBytes int64
+
 	// CORSOrigins are the browser origins the REST API answers
 	// cross-origin requests from ("*" for any); empty means none.
 	CORSOrigins []string
@@ -133,7 +139,8 @@ func DefaultConfig() Config {
 		AlarmNamespaceConcurrency: 32,
 		AlarmPollInterval:         20 * time.Millisecond,
 
-		MinFreeDiskBytes: 128 << 20,
+		MinFreeDiskBytes:     128 << 20,
+		MaxMappedMemoryBytes: 256 << 20,
 	}
 }
 
@@ -189,6 +196,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MinFreeDiskBytes == 0 {
 		c.MinFreeDiskBytes = d.MinFreeDiskBytes
+	}
+	if c.MaxMappedMemoryBytes == 0 {
+		c.MaxMappedMemoryBytes = d.MaxMappedMemoryBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

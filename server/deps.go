@@ -65,6 +65,9 @@ type State interface {
 	DueAlarms(ns string, nowMs int64, limit int) (pending, expired []*raftcmdv1.StoredAlarm, err error)
 	LeasedAlarms(ns string, limit int) ([]*raftcmdv1.StoredAlarm, error)
 	NextAlarmDue(ns string) (int64, bool)
+	// ReleaseMapping hands the resident pages of the state's memory map
+	// back to the kernel (memory.go).
+	ReleaseMapping() error
 }
 
 // Deps are the server's collaborators.

@@ -20,6 +20,8 @@ type metrics struct {
 	proposals  prometheus.Histogram
 	watches    prometheus.Gauge
 	overloaded *prometheus.CounterVec
+	// mappingReleases counts hand-backs of the state map's pages (memory.go).
+	mappingReleases prometheus.Counter
 }
 
 func newMetrics(node Node) *metrics {
@@ -43,6 +45,9 @@ func newMetrics(node Node) *metrics {
 	m.overloaded = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cairn_overloaded_total", Help: "Requests refused with RESOURCE_EXHAUSTED because a bound on work in flight was reached, by bound (requests, proposals).",
 	}, []string{"bound"})
+	m.mappingReleases = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_state_map_releases_total", Help: "Times this node handed the resident pages of its state database's memory map back to the kernel, its file-backed memory having passed --max-mapped-memory-bytes.",
+	})
 	m.watches = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_watch_streams", Help: "Watch streams this node is serving."})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
@@ -50,7 +55,7 @@ func newMetrics(node Node) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.latency, m.forwarded, m.proposals, m.watches, m.overloaded,
+		m.requests, m.latency, m.forwarded, m.proposals, m.watches, m.overloaded, m.mappingReleases,
 		gauge("cairn_raft_term", "Current Raft term.", func() float64 { return float64(node.Status().Term) }),
 		gauge("cairn_raft_commit_index", "Raft commit index.", func() float64 { return float64(node.Status().CommitIndex) }),
 		gauge("cairn_raft_applied_index", "Index the state machine has applied.", func() float64 { return float64(node.AppliedIndex()) }),

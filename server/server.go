@@ -152,7 +152,11 @@ func (s *Server) Start() error {
 		defer s.wg.Done()
 		s.publishSelf(ctx)
 	}()
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		s.boundMappedMemory(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.runAlarmScheduler(ctx) // delivers alarms while this node leads

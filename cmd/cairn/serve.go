@@ -27,6 +27,7 @@ type serveFlags struct {
 	maxInflightRequests          int
 	maxInflightProposals         int
 	minFreeDiskBytes             int64
+	maxMappedMemoryBytes         int64
 	corsOrigins                  []string
 	historyRevisions             int
 	joinAsNonvoter               bool
@@ -96,6 +97,7 @@ certs). SIGHUP re-reads the public key and JWKS files.`,
 	sd := server.DefaultConfig()
 	fl.IntVar(&f.maxInflightRequests, "max-inflight-requests", sd.MaxInflightRequests, "API calls served at once; past it calls fail at once with RESOURCE_EXHAUSTED (HTTP 429) and a retry hint")
 	fl.IntVar(&f.maxInflightProposals, "max-inflight-proposals", sd.MaxInflightProposals, "writes the leader has in flight through Raft; past it writes fail at once with RESOURCE_EXHAUSTED (HTTP 429) and a retry hint")
+	fl.Int64Var(&f.maxMappedMemoryBytes, "max-mapped-memory-bytes", sd.MaxMappedMemoryBytes, "resident pages of the state database's memory map kept before they are handed back to the kernel's page cache (bounds RSS); -1 turns the bound off")
 	fl.Int64Var(&f.minFreeDiskBytes, "min-free-disk-bytes", sd.MinFreeDiskBytes, "free space kept in the data directory: below it on any member, writes are refused (deletes and reads go on); -1 turns the check off")
 	fl.StringSliceVar(&f.corsOrigins, "cors-origin", nil, "browser origin allowed to call the REST API cross-origin (repeatable; * for any)")
 	fl.StringVar(&f.configFile, "config", "", "read settings from this file: one \"flag = value\" per line (command line and CAIRN_* win)")
@@ -173,6 +175,7 @@ func (f serveFlags) nodeConfig() (server.NodeConfig, error) {
 	sc.MaxValueBytes = f.maxValueBytes
 	sc.MaxInflightRequests, sc.MaxInflightProposals = f.maxInflightRequests, f.maxInflightProposals
 	sc.MinFreeDiskBytes = f.minFreeDiskBytes
+	sc.MaxMappedMemoryBytes = f.maxMappedMemoryBytes
 	sec, err := f.sec.resolve(len(f.join) > 0)
 	if err != nil {
 		errs = append(errs, err)
