@@ -60,8 +60,8 @@ type DatabaseCheck struct {
 	Warning       string
 }
 
-// CheckDatabase checks the bbolt database at path (the FSM's state.db or
-// Raft's raft.db) without changing it, and returns an error wrapping
+// CheckDatabase checks the bbolt database at path (the FSM's state.db, or
+// the raft.db of a release before Raft's own log store) without changing it, and returns an error wrapping
 // ErrDamaged that names the file when it is damaged:
 //
 //   - its two meta pages (each carries a checksum; bbolt opens from the

@@ -14,7 +14,8 @@ import (
 type Config struct {
 	// ID is the node's stable, cluster-unique id. Required.
 	ID string
-	// Dir holds the Raft log (raft.db) and snapshots (snapshots/). Required.
+	// Dir holds the Raft log and stable store (wal/) and snapshots
+	// (snapshots/). Required.
 	Dir string
 	// BindAddr is the host:port the Raft transport listens on. Required.
 	// Port 0 picks a free port (tests).

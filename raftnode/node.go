@@ -1,5 +1,6 @@
 // Package raftnode wires cairn's state machine into hashicorp/raft: the
-// TCP transport (mutual TLS when configured, shared with the peer API), the bolt log store, the snapshot store, bootstrap and
+// TCP transport (mutual TLS when configured, shared with the peer API), the
+// log store (package wal), the snapshot store, bootstrap and
 // membership, propose-and-wait and linearizable read barriers. It knows
 // nothing of HTTP or the public API.
 package raftnode
@@ -16,11 +17,10 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/raftnode/wal"
 	"github.com/cairndb/cairn/tlsutil"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Node is one member of the Raft group. Its methods are safe for
@@ -29,7 +29,7 @@ type Node struct {
 	cfg   Config
 	fsm   *fsm.FSM
 	raft  *raft.Raft
-	store *raftboltdb.BoltStore
+	store *wal.Store     // log and stable store (logstore.go)
 	logs  *raft.LogCache // the log store as Raft sees it: store behind a cache
 	snaps *raft.FileSnapshotStore
 	trans *raft.NetworkTransport
@@ -87,13 +87,8 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	}()
 
 	var err error
-	n.store, err = raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(cfg.Dir, "raft.db"),
-		NoSync:      cfg.NoSync,
-		BoltOptions: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("raftnode: log store: %w", err)
+	if n.store, err = openLogStore(cfg.Dir, cfg.NoSync, logger.Named("wal")); err != nil {
+		return nil, err
 	}
 	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, logger.Named("snapshots"))
 	if err != nil {
@@ -152,7 +147,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	}
 	// The leader reads back every entry it sends to followers; the cache
 	// serves the recent ones from memory instead of decoding them from
-	// raft.db again (Consul keeps 512 too).
+	// the log store again (Consul keeps 512 too).
 	if n.logs, err = raft.NewLogCache(logCacheEntries, n.store); err != nil {
 		return nil, fmt.Errorf("raftnode: log cache: %w", err)
 	}

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Restore replaces the whole replicated state with the snapshot stream r
@@ -65,12 +63,9 @@ func Seed(dir string, index, term uint64, servers []Server, r io.Reader) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("raftnode: seed: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(dir, "raft.db"),
-		BoltOptions: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
-	})
+	store, err := openLogStore(dir, false, hclog.NewNullLogger())
 	if err != nil {
-		return fmt.Errorf("raftnode: seed: log store: %w", err)
+		return fmt.Errorf("raftnode: seed: %w", err)
 	}
 	defer store.Close()
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, nil)

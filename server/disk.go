@@ -32,10 +32,12 @@ const (
 
 // diskReport is one member's free space as last measured.
 type diskReport struct {
-	node    string
-	free    uint64
-	reserve uint64 // 0: the member does not watch its free space
-	at      time.Time
+	node string
+	// measured is the free space the member measured; free is what the
+	// estimate starts from: measured, or less (merge).
+	measured, free uint64
+	reserve        uint64 // 0: the member does not watch its free space
+	at             time.Time
 	// proposed is the leader's count of proposed bytes (Server.proposed)
 	// when the report arrived: what was proposed since will take up to
 	// twice its size on the member (its log and its state) before the
@@ -55,6 +57,25 @@ func (r diskReport) freeNow(proposed uint64) uint64 {
 		return 0
 	}
 	return r.free - used
+}
+
+// merge returns the new report m of the same member, given r, the one
+// before it. A member writes what was proposed some time after: its log
+// and above all its state lag the leader, so a measurement taken during
+// a burst of writes may not show yet what was proposed before it. While
+// writes are proposed and the measured free space falls, the estimate
+// therefore never rises above what r predicts now. A measurement at or
+// above r's (space freed, or nothing pending any more), or one with
+// nothing proposed since r (writes refused: what else uses the disk must
+// not keep them refused), counts as is. (The Raft log grows by exactly
+// what it stores: a burst outran the estimate, which the larger steps in
+// which bbolt grew raft.db used to hide.)
+func (r diskReport) merge(m diskReport) diskReport {
+	if r.at.IsZero() || m.proposed <= r.proposed || m.measured >= r.measured {
+		return m
+	}
+	m.free = min(m.free, r.freeNow(m.proposed))
+	return m
 }
 
 func (r diskReport) low(proposed uint64) bool {
@@ -107,7 +128,7 @@ func (s *Server) measureDisk() {
 	g.err = nil
 	proposed := s.proposed.Load()
 	was := g.self.low(proposed)
-	g.self = diskReport{node: s.node.ID(), free: free, reserve: s.reserve(), at: time.Now(), proposed: proposed}
+	g.self = g.self.merge(diskReport{node: s.node.ID(), measured: free, free: free, reserve: s.reserve(), at: time.Now(), proposed: proposed})
 	switch {
 	case g.self.low(proposed) && !was:
 		s.log.Warn("free disk space below the reserve: the cluster refuses writes until space is freed", "free", free, "min_free_disk_bytes", g.self.reserve)
@@ -174,9 +195,10 @@ func (s *Server) pollPeerDisks(ctx context.Context) {
 				return // an unreachable member is not writing
 			}
 			proposed := s.proposed.Load()
-			r := diskReport{node: m.ID, free: resp.FreeBytes, reserve: resp.MinFreeBytes, at: time.Now(), proposed: proposed}
+			r := diskReport{node: m.ID, measured: resp.FreeBytes, free: resp.FreeBytes, reserve: resp.MinFreeBytes, at: time.Now(), proposed: proposed}
 			g := &s.disk
 			g.mu.Lock()
+			r = g.peers[m.ID].merge(r)
 			if g.peers == nil {
 				g.peers = make(map[string]diskReport)
 			}
@@ -199,7 +221,7 @@ func (s *Server) diskStatus() *peerv1.DiskStatusResponse {
 	g := &s.disk
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return &peerv1.DiskStatusResponse{NodeId: s.node.ID(), FreeBytes: g.self.free, MinFreeBytes: g.self.reserve}
+	return &peerv1.DiskStatusResponse{NodeId: s.node.ID(), FreeBytes: g.self.measured, MinFreeBytes: g.self.reserve}
 }
 
 // checkDisk is the leader's gate before it appends cmd: Unavailable while

@@ -2,6 +2,7 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 )
@@ -10,7 +11,7 @@ import (
 // the leader proposed since the report (its log and its state), never
 // below zero, and is low only under a reserve that is on.
 func TestDiskReportEstimate(t *testing.T) {
-	r := diskReport{free: 10 << 20, reserve: 4 << 20, proposed: 100}
+	r := diskReport{measured: 10 << 20, free: 10 << 20, reserve: 4 << 20, proposed: 100}
 	for _, c := range []struct {
 		proposed, want uint64
 		low            bool
@@ -30,6 +31,37 @@ func TestDiskReportEstimate(t *testing.T) {
 	}
 	if off := (diskReport{free: 0}); off.low(1 << 30) {
 		t.Errorf("a member without a reserve counts as low")
+	}
+}
+
+// TestDiskReportMerge: while writes are proposed and a member's measured
+// free space falls, a new report never raises the estimate above what the
+// one before predicts (the member may not have written yet what was
+// proposed before it); a measurement that does not fall, or one with
+// nothing proposed since, counts as is.
+func TestDiskReportMerge(t *testing.T) {
+	now := time.Now()
+	r := diskReport{measured: 10 << 20, free: 10 << 20, reserve: 4 << 20, proposed: 0, at: now}
+	// 2 MiB proposed, the member shows only 1 MiB used: the estimate
+	// stays at 10 - 2×2 = 6 MiB.
+	m := r.merge(diskReport{measured: 9 << 20, free: 9 << 20, reserve: 4 << 20, proposed: 2 << 20, at: now})
+	if m.free != 6<<20 || m.measured != 9<<20 {
+		t.Fatalf("a lagging member: free %d measured %d, want 6 MiB, 9 MiB", m.free, m.measured)
+	}
+	// It used more than the estimate: the measurement wins.
+	if m2 := m.merge(diskReport{measured: 3 << 20, free: 3 << 20, proposed: 3 << 20, at: now}); m2.free != 3<<20 {
+		t.Fatalf("a measurement below the estimate: free %d", m2.free)
+	}
+	// Nothing more written (or space freed): the measurement counts.
+	if m2 := m.merge(diskReport{measured: 9 << 20, free: 9 << 20, proposed: 3 << 20, at: now}); m2.free != 9<<20 {
+		t.Fatalf("a steady member: free %d, want 9 MiB", m2.free)
+	}
+	// Nothing proposed since: the measurement counts.
+	if m2 := m.merge(diskReport{measured: 8 << 20, free: 8 << 20, proposed: 2 << 20, at: now}); m2.free != 8<<20 {
+		t.Fatalf("no writes since: free %d, want 8 MiB", m2.free)
+	}
+	if first := (diskReport{}).merge(m); first != m {
+		t.Fatalf("a first report changed: %+v", first)
 	}
 }
 

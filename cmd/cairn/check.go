@@ -15,10 +15,12 @@ func newCheckCmd() *cobra.Command {
 		Use:   "check",
 		Short: "Check a stopped node's data files for damage",
 		Long: `Check a stopped node's data files for damage, changing nothing: the state
-machine's database (fsm/state.db) and Raft's log (raft/raft.db) page by page,
-and every snapshot (raft/snapshots) against its size and checksum. It prints
-each file checked and exits non-zero naming the first damaged file and what
-to do. cairn serve runs the same check before it starts.`,
+machine's database (fsm/state.db) page by page, Raft's log (raft/wal) record
+by record against its checksums (an older release's raft/raft.db, not yet
+migrated, page by page), and every snapshot (raft/snapshots) against its size
+and checksum. It prints each file checked and what a start would repair (a
+write a crash tore), and exits non-zero naming the first damaged file and
+what to do. cairn serve runs the same check before it starts.`,
 		Example: `  cairn check --data-dir /var/lib/cairn`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

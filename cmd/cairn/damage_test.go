@@ -80,6 +80,33 @@ func boltRootPage(t *testing.T, path string) int64 {
 	return int64(root0) * pageSize
 }
 
+// walSegment returns the path of the first segment of the node's Raft log.
+func walSegment(t *testing.T, dataDir string) string {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dataDir, "raft", "wal", "*.wal"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no segment in %s: %v", filepath.Join(dataDir, "raft", "wal"), err)
+	}
+	return segs[0]
+}
+
+// walFirstRecord is the offset of a segment's first record (past the
+// segment header; raftnode/wal/record.go).
+const walFirstRecord = 40
+
+// appendBytes appends b to the file at path.
+func appendBytes(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // snapshotFile returns the path of name in the node's only snapshot.
 func snapshotFile(t *testing.T, dataDir, name string) string {
 	t.Helper()
@@ -95,31 +122,35 @@ func snapshotFile(t *testing.T, dataDir, name string) string {
 // truncation) and starts it. A damaged Raft log or snapshot is refused,
 // by `cairn check` and by `cairn serve`, with the file named; a damaged
 // state database, which is redundant, is set aside (and named) and rebuilt
-// from the snapshot and the log, with every key back.
+// from the snapshot and the log, with every key back; garbage after the
+// log's last record (a write a crash tore) is reported as recoverable and
+// cut off, with every key there.
 func TestDamagedDataFiles(t *testing.T) {
 	pristine := stoppedNode(t)
 	state := func(d string) string { return filepath.Join(d, "fsm", "state.db") }
-	raftLog := func(d string) string { return filepath.Join(d, "raft", "raft.db") }
+	raftLog := func(d string) string { return walSegment(t, d) }
+	const rebuilt, tornCut = "set aside as state.db.damaged; rebuilding it", "a torn write at offset"
 	cases := []struct {
 		name    string
 		file    func(dataDir string) string
 		damage  func(t *testing.T, path string)
-		refused bool // else rebuilt
+		refused bool   // else repaired:
+		repair  string // what the node logs
 	}{
-		{"state.db root page", state, func(t *testing.T, p string) { flipByte(t, p, boltRootPage(t, p)+8) }, false},
-		{"state.db truncated", state, func(t *testing.T, p string) { mustTruncate(t, p, 4*4096) }, false},
-		{"state.db one meta page", state, func(t *testing.T, p string) { flipByte(t, p, 16+2) }, false},
-		{"state.db both meta pages", state, func(t *testing.T, p string) { flipByte(t, p, 16+2); flipByte(t, p, 4096+16+2) }, false},
-		{"raft.db root page", raftLog, func(t *testing.T, p string) { flipByte(t, p, boltRootPage(t, p)+8) }, true},
-		{"raft.db truncated", raftLog, func(t *testing.T, p string) { mustTruncate(t, p, 3*4096) }, true},
-		{"raft.db one meta page", raftLog, func(t *testing.T, p string) { flipByte(t, p, 16+2) }, true},
-		{"snapshot state.bin byte", func(d string) string { return snapshotFile(t, d, "state.bin") }, func(t *testing.T, p string) { flipByte(t, p, 100) }, true},
-		{"snapshot state.bin truncated", func(d string) string { return snapshotFile(t, d, "state.bin") }, func(t *testing.T, p string) { mustTruncate(t, p, 100) }, true},
+		{"state.db root page", state, func(t *testing.T, p string) { flipByte(t, p, boltRootPage(t, p)+8) }, false, rebuilt},
+		{"state.db truncated", state, func(t *testing.T, p string) { mustTruncate(t, p, 4*4096) }, false, rebuilt},
+		{"state.db one meta page", state, func(t *testing.T, p string) { flipByte(t, p, 16+2) }, false, rebuilt},
+		{"state.db both meta pages", state, func(t *testing.T, p string) { flipByte(t, p, 16+2); flipByte(t, p, 4096+16+2) }, false, rebuilt},
+		{"raft log first record", raftLog, func(t *testing.T, p string) { flipByte(t, p, walFirstRecord+30) }, true, ""},
+		{"raft log segment header", raftLog, func(t *testing.T, p string) { flipByte(t, p, 20) }, true, ""},
+		{"raft log torn tail", raftLog, func(t *testing.T, p string) { appendBytes(t, p, []byte(strings.Repeat("torn", 50))) }, false, tornCut},
+		{"snapshot state.bin byte", func(d string) string { return snapshotFile(t, d, "state.bin") }, func(t *testing.T, p string) { flipByte(t, p, 100) }, true, ""},
+		{"snapshot state.bin truncated", func(d string) string { return snapshotFile(t, d, "state.bin") }, func(t *testing.T, p string) { mustTruncate(t, p, 100) }, true, ""},
 		{"snapshot meta.json", func(d string) string { return snapshotFile(t, d, "meta.json") }, func(t *testing.T, p string) {
 			if err := os.WriteFile(p, []byte("{not json"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}, true},
+		}, true, ""},
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
@@ -152,8 +183,11 @@ func TestDamagedDataFiles(t *testing.T) {
 			for i := range damageKeys {
 				checkKey(t, n.base(), "d", e2eKV{"o", fmt.Sprintf("k%02d", i), json.RawMessage(fmt.Sprint(i))})
 			}
-			if log := n.p.out.String(); !strings.Contains(log, path+": ") || !strings.Contains(log, "set aside as state.db.damaged; rebuilding it") {
-				t.Fatalf("the node did not say it set %s aside:\n%s", path, log)
+			if log := n.p.out.String(); !strings.Contains(log, path+": ") || !strings.Contains(log, c.repair) {
+				t.Fatalf("the node did not say it repaired %s (%q):\n%s", path, c.repair, log)
+			}
+			if c.repair != rebuilt {
+				return
 			}
 			if _, err := os.Stat(path + ".damaged"); err != nil {
 				t.Fatalf("the damaged file was not kept: %v", err)
@@ -197,9 +231,10 @@ func TestRebuildNodeFromPeers(t *testing.T) {
 	waitSameHash(t, nodes...)
 	n3.p.stop(t)
 	dataDir := filepath.Join(n3.dir, "data")
-	mustTruncate(t, filepath.Join(dataDir, "raft", "raft.db"), 3*4096)
-	if out, err := runCairn(t, n3.dir, nil, n3.args...); err == nil || !strings.Contains(out, "raft.db") {
-		t.Fatalf("n3 with a truncated raft.db: %v\n%s", err, out)
+	seg := walSegment(t, dataDir)
+	flipByte(t, seg, walFirstRecord+30)
+	if out, err := runCairn(t, n3.dir, nil, n3.args...); err == nil || !strings.Contains(out, "damaged data file: "+seg) {
+		t.Fatalf("n3 with a damaged log: %v\n%s", err, out)
 	}
 
 	// The procedure.

@@ -157,11 +157,10 @@ func TestDiskFullRefusesWrites(t *testing.T) {
 	const ns, reserve = "disk", 4 << 20
 	nodes := startDiskCluster(t, ns, 24<<20, "--min-free-disk-bytes", strconv.Itoa(reserve))
 	n1, n3 := nodes[0], nodes[2]
-	// n3 follows, as the test means: bbolt grows raft.db in steps (to the
+	// n3 follows, as the test means: bbolt grows state.db in steps (to the
 	// next power of two) larger than the headroom left below, so a leader
-	// on that disk can find its own log write refused (503) before its
-	// reserve speaks; TestDiskFullWithoutReserve covers a leader whose disk
-	// fills.
+	// on that disk can find a write of its own refused before its reserve
+	// speaks; TestDiskFullWithoutReserve covers a leader whose disk fills.
 	if leader := waitMembers(t, n1.base(), nodes...); leader == "n3" {
 		mustREST(t, http.MethodPost, n3.base()+"/v1/cluster:transferLeadership", map[string]string{"id": "n1"}, nil)
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/raftnode/wal"
 )
 
 // These tests run the real binary as separate processes and talk to them
@@ -1016,6 +1017,7 @@ func TestVersion(t *testing.T) {
 		"backup file +format " + strconv.Itoa(fsm.BackupVersion),
 		"raft port stream kinds +0xCA raft, 0xCB peer API, 0xCC probe",
 		"raft protocol +hashicorp/raft protocol 3, snapshot version 1",
+		"raft log +format " + strconv.Itoa(wal.FormatVersion),
 		"peer API +cairn.peer.v1.PeerService",
 		"client API +cairn.v1",
 	} {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -123,9 +124,21 @@ func TestRollingUpgrade(t *testing.T) {
 		if code := exitCode(t, n.p, "SIGTERM to "+n.id+" of the old release"); code != 0 {
 			t.Fatalf("%s of the old release exited with status %d\n%s", n.id, code, n.p.out.String())
 		}
+		// The old release kept Raft's log in raft.db; this one migrates it
+		// to raft/wal when it starts.
+		raftDir := filepath.Join(n.dir, "data", "raft")
+		if _, err := os.Stat(filepath.Join(raftDir, "raft.db")); err != nil {
+			t.Fatalf("%s of the old release left no raft.db: %v", n.id, err)
+		}
 		n.bin = ""
 		n.start(t)
 		waitAllReady(t, 60*time.Second, nodes...)
+		if _, err := os.Stat(filepath.Join(raftDir, "raft.db")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s still has raft.db after its upgrade: %v", n.id, err)
+		}
+		if _, err := os.Stat(filepath.Join(raftDir, "wal", "stable")); err != nil {
+			t.Fatalf("%s has no migrated log store: %v", n.id, err)
+		}
 		load.waitProgress(t, 100, "after upgrading "+n.id)
 	}
 

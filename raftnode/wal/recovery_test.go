@@ -1,0 +1,328 @@
+package wal
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// copyDir copies the files of dir into a new temporary directory.
+func copyDir(t *testing.T, dir string) string {
+	t.Helper()
+	dst := t.TempDir()
+	if err := os.CopyFS(dst, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+func patchFile(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flip(t *testing.T, path string, off int64) {
+	t.Helper()
+	b := make([]byte, 1)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ReadAt(b, off)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	patchFile(t, path, off, []byte{b[0] ^ 0x40})
+}
+
+// TestTornTailEveryOffset cuts the file at every byte of the last write
+// (what a crash before its fdatasync may leave), and also leaves garbage
+// past the cut (a file whose size grew before its data): every
+// reopen cuts the torn record off, says so, and keeps every earlier entry
+// intact (whole records of the torn write included: never acknowledged,
+// but entries Raft may keep or overwrite); the log then takes the rest of
+// that write again.
+func TestTornTailEveryOffset(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	mustStore(t, s, entries(1, 10, 1))
+	seg := segmentFiles(t, dir)[0]
+	before := fileSize(t, seg)
+	mustStore(t, s, entries(11, 13, 1)) // the last write: three records
+	after := fileSize(t, seg)
+	ends := []int64{before, s.segs[0].offs[11], s.segs[0].offs[12]} // where each record of it starts
+	_ = s.Close()
+
+	for cut := before; cut < after; cut++ {
+		// The records of the last write that the cut left whole stay.
+		kept, boundary := uint64(0), false
+		for i, e := range ends[1:] {
+			if e <= cut {
+				kept = uint64(i + 1)
+			}
+		}
+		for _, e := range ends {
+			boundary = boundary || e == cut
+		}
+		last := 10 + kept
+		for _, tail := range [][]byte{nil, bytes.Repeat([]byte{0xee}, 300), []byte(strings.Repeat("garbage!", 40))} {
+			d := copyDir(t, dir)
+			p := filepath.Join(d, filepath.Base(seg))
+			if err := os.Truncate(p, cut); err != nil {
+				t.Fatal(err)
+			}
+			if tail != nil {
+				patchFile(t, p, cut, tail)
+			}
+			s, err := Open(d, Options{})
+			if err != nil {
+				t.Fatalf("cut at %d (of %d..%d), %d bytes of tail: %v", cut, before, after, len(tail), err)
+			}
+			wantLog(t, s, 1, last, term1)
+			if !boundary || tail != nil {
+				if len(s.Notes()) != 1 || !strings.Contains(s.Notes()[0], "torn write at offset") {
+					t.Fatalf("cut at %d: notes %q", cut, s.Notes())
+				}
+			}
+			if got := fileSize(t, p); got != ends[kept] {
+				t.Fatalf("cut at %d: the file has %d bytes after recovery, want %d", cut, got, ends[kept])
+			}
+			mustStore(t, s, entries(last+1, 13, 2))
+			_ = s.Close()
+			s = mustOpen(t, d, Options{})
+			wantLog(t, s, 1, 13, func(i uint64) uint64 { return map[bool]uint64{true: 2, false: 1}[i > last] })
+			_ = s.Close()
+		}
+	}
+}
+
+// TestTornWriteWithLaterPages: a crash may persist a later page of the
+// last write but not an earlier one; the records of that same write past
+// the hole are no reason to refuse the log.
+func TestTornWriteWithLaterPages(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	mustStore(t, s, entries(1, 10, 1))
+	seg := segmentFiles(t, dir)[0]
+	before := fileSize(t, seg)
+	mustStore(t, s, entries(11, 14, 1))
+	_ = s.Close()
+	patchFile(t, seg, before, make([]byte, 30)) // the first record of the last write is lost
+	s = mustOpen(t, dir, Options{})
+	wantLog(t, s, 1, 10, term1)
+	if len(s.Notes()) != 1 {
+		t.Fatalf("notes: %q", s.Notes())
+	}
+}
+
+// TestDamageRefused: a bad record that a later write follows, a bad
+// record in a segment other than the newest, a bad segment header and a
+// missing segment are damage: Open and Check refuse the log with the file
+// and the offset named, and change nothing.
+func TestDamageRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{SegmentSize: 2048})
+	for i := uint64(1); i <= 120; i += 10 {
+		mustStore(t, s, entries(i, i+9, 1))
+	}
+	_ = s.Close()
+	segs := segmentFiles(t, dir)
+	if len(segs) < 3 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	last := segs[len(segs)-1]
+	cases := []struct {
+		name   string
+		file   string
+		damage func(t *testing.T, p string)
+		offset int64
+	}{
+		{"earlier segment, last record", segs[0], func(t *testing.T, p string) { flip(t, p, fileSize(t, p)-3) }, -1},
+		{"earlier segment, first record", segs[1], func(t *testing.T, p string) { flip(t, p, segmentHeaderSize+recordHeaderSize+2) }, segmentHeaderSize},
+		{"earlier segment cut short", segs[0], func(t *testing.T, p string) {
+			if err := os.Truncate(p, fileSize(t, p)-5); err != nil {
+				t.Fatal(err)
+			}
+		}, -1},
+		{"newest segment, a record later writes follow", last, func(t *testing.T, p string) { flip(t, p, segmentHeaderSize+recordHeaderSize+2) }, segmentHeaderSize},
+		{"newest segment, a record header", last, func(t *testing.T, p string) { flip(t, p, segmentHeaderSize+1) }, segmentHeaderSize},
+		{"segment header", segs[1], func(t *testing.T, p string) { flip(t, p, 20) }, 0},
+		{"missing segment", segs[1], func(t *testing.T, p string) {
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+		}, 0},
+	}
+	for _, c := range cases {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			d := copyDir(t, dir)
+			p := filepath.Join(d, filepath.Base(c.file))
+			c.damage(t, p)
+			sizes := map[string]int64{}
+			for _, f := range segmentFiles(t, d) {
+				sizes[f] = fileSize(t, f)
+			}
+			var de *DamageError
+			_, cerr := Check(d)
+			_, err := Open(d, Options{})
+			for _, e := range []error{cerr, err} {
+				if !errors.As(e, &de) {
+					t.Fatalf("%v, want a DamageError", e)
+				}
+				if c.name != "missing segment" && de.Path != p {
+					t.Fatalf("%v names %s, want %s", e, de.Path, p)
+				}
+				if c.offset >= 0 && de.Offset != c.offset {
+					t.Fatalf("%v: offset %d, want %d", e, de.Offset, c.offset)
+				}
+			}
+			for f, n := range sizes {
+				if fileSize(t, f) != n {
+					t.Fatalf("refusing the log changed %s", f)
+				}
+			}
+		})
+	}
+}
+
+// TestDeleteAllInterrupted: deleting the whole log removes every segment
+// durably before the next append, but should segments of the old log
+// survive anyway (the removals lost by a crash on a file system that
+// reorders them, or a removal that failed), the fresh segment the next
+// append starts supersedes them: recovery removes them, says so, and the
+// log is the new one, whether the old entries lie below or above it.
+func TestDeleteAllInterrupted(t *testing.T) {
+	for _, next := range []uint64{500, 3, 61} {
+		dir := t.TempDir()
+		s := mustOpen(t, dir, Options{SegmentSize: 1024})
+		for i := uint64(1); i <= 60; i += 10 {
+			mustStore(t, s, entries(i, i+9, 1))
+		}
+		saved := copyDir(t, dir)
+		if err := s.DeleteRange(1, 60); err != nil {
+			t.Fatal(err)
+		}
+		mustStore(t, s, entries(next, next+20, 2))
+		_ = s.Close()
+		// Put the old segments back, as if their removal never happened.
+		for _, p := range segmentFiles(t, saved) {
+			dst := filepath.Join(dir, filepath.Base(p))
+			if _, err := os.Stat(dst); err == nil {
+				continue // the new log reused the name
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dst, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r, err := Check(dir); err != nil || r.First != next || len(r.Notes) == 0 {
+			t.Fatalf("check: %+v %v", r, err)
+		}
+		s = mustOpen(t, dir, Options{SegmentSize: 1024})
+		wantLog(t, s, next, next+20, func(uint64) uint64 { return 2 })
+		if len(s.Notes()) == 0 || !strings.Contains(s.Notes()[0], "left over from a deletion of the whole log") {
+			t.Fatalf("notes: %q", s.Notes())
+		}
+		_ = s.Close()
+		s = mustOpen(t, dir, Options{SegmentSize: 1024})
+		if len(s.Notes()) != 0 {
+			t.Fatalf("leftovers not removed: %q", s.Notes())
+		}
+		_ = s.Close()
+	}
+}
+
+// TestUnfinishedSegmentRemoved: a segment whose creation a crash
+// interrupted (still under its temporary name) is removed.
+func TestUnfinishedSegmentRemoved(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	mustStore(t, s, entries(1, 3, 1))
+	_ = s.Close()
+	tmp := filepath.Join(dir, segmentName(4)+".tmp")
+	if err := os.WriteFile(tmp, []byte("CAIRN"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, dir, Options{})
+	wantLog(t, s, 1, 3, term1)
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the unfinished segment is still there: %v", err)
+	}
+}
+
+// TestFailedWriteStopsStore: a write that fails in a way the store cannot
+// undo (here its file is gone from under it) is reported, and every later
+// write is refused, rather than appending after a file end it does not
+// know; a restart recovers what was synced.
+func TestFailedWriteStopsStore(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	mustStore(t, s, entries(1, 5, 1))
+	_ = s.segs[0].f.Close()
+	if err := s.StoreLogs(entries(6, 6, 1)); err == nil {
+		t.Fatal("a failed write was reported as stored")
+	}
+	for _, op := range []func() error{
+		func() error { return s.StoreLogs(entries(6, 6, 1)) },
+		func() error { return s.DeleteRange(1, 2) },
+	} {
+		if err := op(); err == nil || !strings.Contains(err.Error(), "restart") {
+			t.Fatalf("a write after a failure: %v, want the failure", err)
+		}
+	}
+	if l, _ := s.LastIndex(); l != 5 {
+		t.Fatalf("last index %d after a failed append", l)
+	}
+	s = mustOpen(t, dir, Options{})
+	wantLog(t, s, 1, 5, term1)
+}
+
+func TestCheckReports(t *testing.T) {
+	dir := t.TempDir()
+	if r, err := Check(filepath.Join(dir, "none")); err != nil || r.Segments != 0 {
+		t.Fatalf("check of a missing directory: %+v %v", r, err)
+	}
+	s := mustOpen(t, dir, Options{SegmentSize: 1024})
+	mustStore(t, s, entries(1, 40, 1))
+	mustStore(t, s, entries(41, 80, 1))
+	_ = s.Close()
+	r, err := Check(dir)
+	if err != nil || r.First != 1 || r.Last != 80 || r.Segments != 2 || len(r.Notes) != 0 {
+		t.Fatalf("check: %+v %v", r, err)
+	}
+	seg := segmentFiles(t, dir)[1]
+	size := fileSize(t, seg)
+	if err := os.Truncate(seg, size-1); err != nil {
+		t.Fatal(err)
+	}
+	r, err = Check(dir)
+	if err != nil || r.Last != 79 || len(r.Notes) != 1 {
+		t.Fatalf("check of a torn tail: %+v %v", r, err)
+	}
+	if fileSize(t, seg) != size-1 {
+		t.Fatal("check changed the file")
+	}
+}

@@ -1,0 +1,88 @@
+package wal
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestShortWriteUndone makes an append fail part way, as a full disk
+// does (here the file size limit, RLIMIT_FSIZE: the kernel writes what
+// fits, then refuses): the error is returned, the part written is cut
+// off, and the store takes the same entries once there is room again,
+// without a restart.
+func TestShortWriteUndone(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	mustStore(t, s, entries(1, 5, 1))
+	seg := segmentFiles(t, dir)[0]
+	size := fileSize(t, seg)
+
+	restore := limitFileSize(t, size+100)
+	err := s.StoreLogs(entries(6, 40, 1))
+	restore()
+	if err == nil || strings.Contains(err.Error(), "restart") {
+		t.Fatalf("an append past the limit: %v, want an error that does not stop the store", err)
+	}
+	if got := fileSize(t, seg); got != size {
+		t.Fatalf("the failed append left the file at %d bytes, want %d", got, size)
+	}
+	wantLog(t, s, 1, 5, term1)
+	mustStore(t, s, entries(6, 40, 1))
+	_ = s.Close()
+	s = mustOpen(t, dir, Options{})
+	wantLog(t, s, 1, 40, term1)
+	if len(s.Notes()) != 0 {
+		t.Fatalf("notes: %q", s.Notes())
+	}
+}
+
+// limitFileSize makes writes past size bytes of any file fail, until the
+// returned function is called.
+func limitFileSize(t *testing.T, size int64) func() {
+	t.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	limited := old
+	limited.Cur = uint64(size)
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limited); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestStableStoreNeedsNoSpace: once the stable file exists, storing a new
+// term or vote overwrites blocks it already has, so it succeeds when no
+// file may grow (hashicorp/raft panics when it cannot store a term).
+func TestStableStoreNeedsNoSpace(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	if err := s.SetUint64([]byte("CurrentTerm"), 1); err != nil {
+		t.Fatal(err)
+	}
+	restore := limitFileSize(t, 2*stableSlot)
+	defer restore()
+	for term := uint64(2); term < 6; term++ {
+		if err := s.SetUint64([]byte("CurrentTerm"), term); err != nil {
+			t.Fatalf("term %d with no room to grow: %v", term, err)
+		}
+		if err := s.Set([]byte("LastVoteCand"), []byte("n1")); err != nil {
+			t.Fatalf("vote with no room to grow: %v", err)
+		}
+	}
+	if err := s.StoreLogs(entries(1, 200, 1)); err == nil {
+		t.Fatal("the file size limit did not apply")
+	}
+	restore()
+	_ = s.Close()
+	s = mustOpen(t, dir, Options{})
+	if v, err := s.GetUint64([]byte("CurrentTerm")); v != 5 || err != nil {
+		t.Fatalf("CurrentTerm %d, %v", v, err)
+	}
+}

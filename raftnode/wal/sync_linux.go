@@ -1,0 +1,29 @@
+package wal
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// syncData makes f's data durable: fdatasync, which skips metadata that
+// reading the data does not need (timestamps).
+func syncData(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// syncDir makes the creations, renames and removals of entries of dir
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,19 @@
+//go:build !linux && !windows
+
+package wal
+
+import "os"
+
+// syncData makes f's data durable (fsync: no fdatasync here).
+func syncData(f *os.File) error { return f.Sync() }
+
+// syncDir makes the creations, renames and removals of entries of dir
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

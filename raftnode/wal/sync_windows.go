@@ -1,0 +1,10 @@
+package wal
+
+import "os"
+
+// syncData makes f's data durable (FlushFileBuffers).
+func syncData(f *os.File) error { return f.Sync() }
+
+// syncDir does nothing: Windows cannot flush a directory handle, and NTFS
+// journals its directory changes itself.
+func syncDir(string) error { return nil }

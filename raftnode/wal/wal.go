@@ -1,0 +1,325 @@
+// Package wal is Raft's log and stable store: a write-ahead log of
+// segment files that appends each StoreLogs batch with one write and one
+// fdatasync (raft-boltdb's bbolt commit takes two, plus its B+tree), and a
+// small stable file replaced atomically. It implements hashicorp/raft's
+// LogStore, MonotonicLogStore and StableStore. The formats are in
+// record.go, recovery in segment.go; DESIGN.md in raftnode says what the
+// node relies on.
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// DefaultSegmentSize is the size past which the log starts a new segment
+// file. Compaction removes whole segments only, so it is also about how
+// much log beyond what Raft keeps stays on disk.
+const DefaultSegmentSize = 64 << 20
+
+// Options configure Open. The zero value is ready to use.
+type Options struct {
+	// NoSync skips every fsync: for tests only, a crash may lose or tear
+	// anything.
+	NoSync bool
+	// SegmentSize is the size past which a new segment starts; 0 means
+	// DefaultSegmentSize.
+	SegmentSize int64
+}
+
+// Store is the log and stable store of one node, in one directory. Its
+// methods are safe for concurrent use: writes are serialized, and reads
+// run alongside them (a read sees an entry only once it is synced).
+type Store struct {
+	dir  string
+	opts Options
+
+	wmu     sync.Mutex // serializes writers: appends, deletions
+	buf     []byte     // the encoded batch, reused (under wmu)
+	nextSeq uint64     // sequence number of the next segment (under wmu)
+	// failed is why the store refuses writes: a write or sync failed and
+	// the file's state is unknown. Only a restart (recovery) clears it.
+	failed error
+
+	mu          sync.RWMutex // guards what readers see
+	segs        []*segment   // oldest first; appends go to the last
+	first, last uint64       // the log's entries; 0, 0 when empty
+
+	stable stableFile
+	notes  []string
+}
+
+// Open opens, or creates, the log in dir: it checks every record, makes
+// the repairs a crash calls for (a torn last write is cut off, leftovers
+// of an interrupted deletion removed; Notes says what it did), and refuses
+// a damaged log with a *DamageError.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.SegmentSize <= 0 {
+		opts.SegmentSize = DefaultSegmentSize
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("wal: %w", err)
+	}
+	ld, err := load(dir, true)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, opts: opts, segs: ld.segs, notes: ld.notes}
+	if err := ld.repair(dir, opts.NoSync); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	if err := s.stable.open(dir, opts.NoSync); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	for _, g := range s.segs {
+		s.nextSeq = max(s.nextSeq, g.seq)
+		if len(g.offs) > 0 && s.first == 0 {
+			s.first = g.first
+		}
+	}
+	s.nextSeq++
+	if s.first != 0 {
+		s.last = s.segs[len(s.segs)-1].last()
+	}
+	return s, nil
+}
+
+// SyncDir makes the creations, renames and removals of entries of the
+// directory dir durable (nothing on Windows, which cannot).
+func SyncDir(dir string) error { return syncDir(dir) }
+
+// Notes returns what Open repaired, one line each, for the node's log.
+func (s *Store) Notes() []string { return s.notes }
+
+// Close closes the store's files. Nothing is buffered: every write was
+// synced when it returned.
+func (s *Store) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeFiles()
+	s.segs, s.first, s.last = nil, 0, 0
+	s.stable.mu.Lock()
+	s.stable.close()
+	s.stable.mu.Unlock()
+	if s.failed == nil {
+		s.failed = errors.New("wal: closed")
+	}
+	return nil
+}
+
+func (s *Store) closeFiles() {
+	for _, g := range s.segs {
+		_ = g.f.Close()
+	}
+}
+
+// IsMonotonic tells Raft that the log takes no gaps: after installing a
+// snapshot Raft deletes the whole log instead of leaving a gap before the
+// next entry.
+func (s *Store) IsMonotonic() bool { return true }
+
+// FirstIndex returns the index of the first entry, 0 when there is none.
+func (s *Store) FirstIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.first, nil
+}
+
+// LastIndex returns the index of the last entry, 0 when there is none.
+func (s *Store) LastIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.last, nil
+}
+
+// GetLog reads the entry at index into l with one pread, checking its
+// checksum; raft.ErrLogNotFound when the log does not hold it.
+func (s *Store) GetLog(index uint64, l *raft.Log) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.first == 0 || index < s.first || index > s.last {
+		return raft.ErrLogNotFound
+	}
+	k := sort.Search(len(s.segs), func(i int) bool { return s.segs[i].first > index }) - 1
+	g := s.segs[k]
+	off, n := g.span(index)
+	b := make([]byte, n)
+	if _, err := g.f.ReadAt(b, off); err != nil {
+		return fmt.Errorf("wal: read %s: %w", g.path, err)
+	}
+	if _, err := decodeRecord(b, l); err != nil {
+		return &DamageError{Path: g.path, Offset: off, Reason: err.Error()}
+	}
+	if l.Index != index {
+		return &DamageError{Path: g.path, Offset: off, Reason: fmt.Sprintf("record holds index %d, want %d", l.Index, index)}
+	}
+	return nil
+}
+
+// StoreLog appends one entry.
+func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs appends entries, which must be contiguous and follow the last
+// entry (any index when the log is empty), with one write and one
+// fdatasync. It returns once they are durable, or with an error and
+// nothing appended. A failed sync leaves the file in an unknown state:
+// the store then refuses every write until the node restarts.
+func (s *Store) StoreLogs(logs []*raft.Log) error {
+	if len(logs) == 0 {
+		return nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	first := logs[0].Index
+	for i, l := range logs {
+		if l.Index != first+uint64(i) {
+			return fmt.Errorf("wal: entries not contiguous: index %d after %d", l.Index, logs[i-1].Index)
+		}
+	}
+	if first == 0 {
+		return errors.New("wal: entry with index 0")
+	}
+	if s.last != 0 && first != s.last+1 {
+		return fmt.Errorf("wal: entries %d..%d do not follow the last entry %d", first, logs[len(logs)-1].Index, s.last)
+	}
+	g, err := s.tailFor(first)
+	if err != nil {
+		return err
+	}
+	buf := s.buf[:0]
+	offs := make([]int64, len(logs))
+	for i, l := range logs {
+		offs[i] = g.size + int64(len(buf))
+		buf = appendRecord(buf, l, first, i == len(logs)-1)
+	}
+	s.buf = buf
+	if _, err := g.f.WriteAt(buf, g.size); err != nil {
+		// Cut what may have been written; if even that fails, the file's
+		// end is unknown.
+		if terr := g.f.Truncate(g.size); terr != nil {
+			s.failed = fmt.Errorf("wal: append to %s failed (%w) and cutting it back failed too (%v): restart the node", g.path, err, terr)
+			return s.failed
+		}
+		return fmt.Errorf("wal: append to %s: %w", g.path, err)
+	}
+	if !s.opts.NoSync {
+		if err := syncData(g.f); err != nil {
+			s.failed = fmt.Errorf("wal: sync %s: %w (the log refuses writes until the node restarts)", g.path, err)
+			return s.failed
+		}
+	}
+	if cap(s.buf) > 4*maxKeptBuffer {
+		s.buf = nil // a batch of large entries: do not keep its buffer
+	}
+	s.mu.Lock()
+	g.offs = append(g.offs, offs...)
+	g.size += int64(len(buf))
+	if s.first == 0 {
+		s.first = first
+	}
+	s.last = logs[len(logs)-1].Index
+	s.mu.Unlock()
+	return nil
+}
+
+// maxKeptBuffer bounds the batch buffer kept between appends.
+const maxKeptBuffer = 1 << 20
+
+// tailFor returns the segment an append starting at index first goes to,
+// starting a new segment when there is none, the last is full, or the
+// log is empty and the last (empty) segment starts elsewhere.
+func (s *Store) tailFor(first uint64) (*segment, error) {
+	if n := len(s.segs); n > 0 {
+		g := s.segs[n-1]
+		switch {
+		case len(g.offs) == 0 && g.first == first:
+			return g, nil
+		case len(g.offs) > 0 && g.size < s.opts.SegmentSize:
+			return g, nil
+		case len(g.offs) == 0:
+			// An empty segment of an empty log, starting elsewhere (an
+			// append failed after creating it): replace it.
+			if err := s.removeSegments([]*segment{g}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s.newSegment(first)
+}
+
+// newSegment creates the segment starting at index first durably (its
+// header written and synced under a temporary name, renamed, the
+// directory synced) and appends it to the log.
+func (s *Store) newSegment(first uint64) (*segment, error) {
+	h := segmentHeader{seq: s.nextSeq, first: first, fresh: s.last == 0}
+	path := filepath.Join(s.dir, segmentName(first))
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("wal: new segment: %w", err)
+	}
+	fail := func(err error) (*segment, error) {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return nil, fmt.Errorf("wal: new segment %s: %w", path, err)
+	}
+	if _, err := f.Write(h.encode()); err != nil {
+		return fail(err)
+	}
+	if !s.opts.NoSync {
+		if err := syncData(f); err != nil {
+			return fail(err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fail(err)
+	}
+	if !s.opts.NoSync {
+		if err := syncDir(s.dir); err != nil {
+			_ = f.Close()
+			s.failed = fmt.Errorf("wal: sync %s after creating %s: %w (the log refuses writes until the node restarts)", s.dir, path, err)
+			return nil, s.failed
+		}
+	}
+	s.nextSeq++
+	g := &segment{path: path, f: f, segmentHeader: h, size: segmentHeaderSize}
+	s.mu.Lock()
+	s.segs = append(s.segs, g)
+	s.mu.Unlock()
+	return g, nil
+}
+
+// removeSegments closes and removes segments no longer in s.segs (or
+// about to leave it: removed from it here), in the order given, then
+// syncs the directory.
+func (s *Store) removeSegments(gs []*segment) error {
+	s.mu.Lock()
+	s.segs = slices.DeleteFunc(s.segs, func(g *segment) bool { return slices.Contains(gs, g) })
+	s.mu.Unlock()
+	for _, g := range gs {
+		_ = g.f.Close()
+		if err := os.Remove(g.path); err != nil {
+			return fmt.Errorf("wal: remove %s: %w", g.path, err)
+		}
+	}
+	if len(gs) > 0 && !s.opts.NoSync {
+		if err := syncDir(s.dir); err != nil {
+			return fmt.Errorf("wal: sync %s: %w", s.dir, err)
+		}
+	}
+	return nil
+}
