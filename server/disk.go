@@ -62,19 +62,25 @@ func (r diskReport) freeNow(proposed uint64) uint64 {
 // merge returns the new report m of the same member, given r, the one
 // before it. A member writes what was proposed some time after: its log
 // and above all its state lag the leader, so a measurement taken during
-// a burst of writes may not show yet what was proposed before it. While
-// writes are proposed and the measured free space falls, the estimate
-// therefore never rises above what r predicts now. A measurement at or
-// above r's (space freed, or nothing pending any more), or one with
-// nothing proposed since r (writes refused: what else uses the disk must
-// not keep them refused), counts as is. (The Raft log grows by exactly
-// what it stores: a burst outran the estimate, which the larger steps in
-// which bbolt grew raft.db used to hide.)
+// a burst of writes may not show yet what was proposed before it, and
+// would raise the estimate past what the disk will hold. So when writes
+// were proposed since r, the estimate is at most r's measurement less
+// twice what was proposed since; with nothing proposed since (writes
+// refused, say), the measurement counts as is. Bounding by r's measurement,
+// not by r's estimate, keeps the caution to one interval: over many, an
+// estimate would drift below the disk (overwrites and compaction free what
+// it counts). The Raft log grows by what it stores, in small preallocated
+// steps: bursts outran the bare measurement, which bbolt's larger growth
+// steps of raft.db used to hide.
 func (r diskReport) merge(m diskReport) diskReport {
-	if r.at.IsZero() || m.proposed <= r.proposed || m.measured >= r.measured {
+	if r.at.IsZero() || m.proposed <= r.proposed {
 		return m
 	}
-	m.free = min(m.free, r.freeNow(m.proposed))
+	var bound uint64
+	if used := 2 * (m.proposed - r.proposed); used < r.measured {
+		bound = r.measured - used
+	}
+	m.free = min(m.free, bound)
 	return m
 }
 

@@ -34,31 +34,33 @@ func TestDiskReportEstimate(t *testing.T) {
 	}
 }
 
-// TestDiskReportMerge: while writes are proposed and a member's measured
-// free space falls, a new report never raises the estimate above what the
-// one before predicts (the member may not have written yet what was
-// proposed before it); a measurement that does not fall, or one with
-// nothing proposed since, counts as is.
+// TestDiskReportMerge: when writes were proposed since the last report, a
+// new one is held to that report's measurement less twice what was
+// proposed since (the member may not have written it yet); with nothing
+// proposed since, the measurement counts as is.
 func TestDiskReportMerge(t *testing.T) {
 	now := time.Now()
 	r := diskReport{measured: 10 << 20, free: 10 << 20, reserve: 4 << 20, proposed: 0, at: now}
-	// 2 MiB proposed, the member shows only 1 MiB used: the estimate
-	// stays at 10 - 2×2 = 6 MiB.
+	// 2 MiB proposed, the member shows only 1 MiB used: 10 - 2×2 = 6 MiB.
 	m := r.merge(diskReport{measured: 9 << 20, free: 9 << 20, reserve: 4 << 20, proposed: 2 << 20, at: now})
 	if m.free != 6<<20 || m.measured != 9<<20 {
 		t.Fatalf("a lagging member: free %d measured %d, want 6 MiB, 9 MiB", m.free, m.measured)
 	}
-	// It used more than the estimate: the measurement wins.
+	// It used more than that: the measurement wins.
 	if m2 := m.merge(diskReport{measured: 3 << 20, free: 3 << 20, proposed: 3 << 20, at: now}); m2.free != 3<<20 {
-		t.Fatalf("a measurement below the estimate: free %d", m2.free)
+		t.Fatalf("a measurement below the bound: free %d", m2.free)
 	}
-	// Nothing more written (or space freed): the measurement counts.
-	if m2 := m.merge(diskReport{measured: 9 << 20, free: 9 << 20, proposed: 3 << 20, at: now}); m2.free != 9<<20 {
-		t.Fatalf("a steady member: free %d, want 9 MiB", m2.free)
+	// The bound comes from the last measurement (9 MiB), not from the
+	// last estimate (6 MiB): caution does not pile up over intervals.
+	if m2 := m.merge(diskReport{measured: 9 << 20, free: 9 << 20, proposed: 3 << 20, at: now}); m2.free != 7<<20 {
+		t.Fatalf("one more MiB proposed: free %d, want 7 MiB", m2.free)
 	}
 	// Nothing proposed since: the measurement counts.
 	if m2 := m.merge(diskReport{measured: 8 << 20, free: 8 << 20, proposed: 2 << 20, at: now}); m2.free != 8<<20 {
 		t.Fatalf("no writes since: free %d, want 8 MiB", m2.free)
+	}
+	if m2 := m.merge(diskReport{measured: 1 << 20, free: 1 << 20, proposed: 10 << 20, at: now}); m2.free != 0 {
+		t.Fatalf("more proposed than measured: free %d, want 0", m2.free)
 	}
 	if first := (diskReport{}).merge(m); first != m {
 		t.Fatalf("a first report changed: %+v", first)

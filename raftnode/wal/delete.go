@@ -105,6 +105,7 @@ func (s *Store) deleteTail(min uint64) error {
 	if err := cut.f.Truncate(cutAt); err != nil {
 		return fail(fmt.Errorf("wal: cut %s: %w", cut.path, err))
 	}
+	cut.alloc = cutAt
 	if !s.opts.NoSync {
 		if err := syncData(cut.f); err != nil {
 			return fail(fmt.Errorf("wal: sync %s: %w", cut.path, err))

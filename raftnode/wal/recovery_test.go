@@ -5,8 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 // copyDir copies the files of dir into a new temporary directory.
@@ -55,8 +58,9 @@ func flip(t *testing.T, path string, off int64) {
 	patchFile(t, path, off, []byte{b[0] ^ 0x40})
 }
 
-// TestTornTailEveryOffset cuts the file at every byte of the last write
-// (what a crash before its fdatasync may leave), and also leaves garbage
+// TestTornTailEveryOffset cuts the file at every byte of the last write,
+// or zeroes it from there on (what a crash before its fdatasync may leave,
+// in a file that grows or a preallocated one), and also leaves garbage
 // past the cut (a file whose size grew before its data): every
 // reopen cuts the torn record off, says so, and keeps every earlier entry
 // intact (whole records of the torn write included: never acknowledged,
@@ -67,49 +71,79 @@ func TestTornTailEveryOffset(t *testing.T) {
 	s := mustOpen(t, dir, Options{})
 	mustStore(t, s, entries(1, 10, 1))
 	seg := segmentFiles(t, dir)[0]
-	before := fileSize(t, seg)
+	before := s.segs[0].size
 	mustStore(t, s, entries(11, 13, 1)) // the last write: three records
-	after := fileSize(t, seg)
-	ends := []int64{before, s.segs[0].offs[11], s.segs[0].offs[12]} // where each record of it starts
+	after := s.segs[0].size
+	bounds := []int64{before, s.segs[0].offs[11], s.segs[0].offs[12], after} // its records' starts and end
+	if alloc := fileSize(t, seg); alloc <= after && runtime.GOOS == "linux" {
+		t.Fatalf("the segment holds %d bytes of records in a file of %d: not preallocated", after, alloc)
+	}
 	_ = s.Close()
+	// Keep 64 bytes of the preallocated zeros: the copies below stay small.
+	if err := os.Truncate(seg, after+64); err != nil {
+		t.Fatal(err)
+	}
+	orig, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	for cut := before; cut < after; cut++ {
-		// The records of the last write that the cut left whole stay.
-		kept, boundary := uint64(0), false
-		for i, e := range ends[1:] {
-			if e <= cut {
-				kept = uint64(i + 1)
-			}
-		}
-		for _, e := range ends {
-			boundary = boundary || e == cut
-		}
-		last := 10 + kept
 		for _, tail := range [][]byte{nil, bytes.Repeat([]byte{0xee}, 300), []byte(strings.Repeat("garbage!", 40))} {
+			// The records of the last write that the cut left whole stay
+			// (zeroing the zeros a record ends with leaves it whole).
+			end := cut
+			if cut%2 == 0 && tail == nil {
+				for _, b := range bounds[1:] {
+					if b > cut {
+						if bytes.Count(orig[cut:b], []byte{0}) == int(b-cut) {
+							end = b
+						}
+						break
+					}
+				}
+			}
+			kept, boundary := 0, false
+			for i, b := range bounds {
+				if b <= end {
+					kept = i
+				}
+				boundary = boundary || b == end
+			}
+			last := 10 + uint64(kept)
 			d := copyDir(t, dir)
 			p := filepath.Join(d, filepath.Base(seg))
-			if err := os.Truncate(p, cut); err != nil {
+			// Zeros from the cut on (what preallocation leaves), or the
+			// file ends there, and maybe garbage after the cut.
+			if cut%2 == 0 {
+				patchFile(t, p, cut, make([]byte, after-cut))
+			} else if err := os.Truncate(p, cut); err != nil {
 				t.Fatal(err)
 			}
 			if tail != nil {
 				patchFile(t, p, cut, tail)
 			}
-			s, err := Open(d, Options{})
+			s, err := Open(d, Options{NoSync: true})
 			if err != nil {
 				t.Fatalf("cut at %d (of %d..%d), %d bytes of tail: %v", cut, before, after, len(tail), err)
 			}
 			wantLog(t, s, 1, last, term1)
-			if !boundary || tail != nil {
-				if len(s.Notes()) != 1 || !strings.Contains(s.Notes()[0], "torn write at offset") {
-					t.Fatalf("cut at %d: notes %q", cut, s.Notes())
-				}
+			torn := !boundary || tail != nil
+			if torn && (len(s.Notes()) != 1 || !strings.Contains(s.Notes()[0], "torn write at offset")) {
+				t.Fatalf("cut at %d: notes %q", cut, s.Notes())
 			}
-			if got := fileSize(t, p); got != ends[kept] {
-				t.Fatalf("cut at %d: the file has %d bytes after recovery, want %d", cut, got, ends[kept])
+			if !torn && len(s.Notes()) != 0 {
+				t.Fatalf("cut at %d to zeros: notes %q", cut, s.Notes())
+			}
+			if got := s.segs[0].size; got != bounds[kept] {
+				t.Fatalf("cut at %d: the records end at %d after recovery, want %d", cut, got, bounds[kept])
+			}
+			if got := fileSize(t, p); torn && got != bounds[kept] {
+				t.Fatalf("cut at %d: the file has %d bytes after recovery, want %d", cut, got, bounds[kept])
 			}
 			mustStore(t, s, entries(last+1, 13, 2))
 			_ = s.Close()
-			s = mustOpen(t, d, Options{})
+			s = mustOpen(t, d, Options{NoSync: true})
 			wantLog(t, s, 1, 13, func(i uint64) uint64 { return map[bool]uint64{true: 2, false: 1}[i > last] })
 			_ = s.Close()
 		}
@@ -124,7 +158,7 @@ func TestTornWriteWithLaterPages(t *testing.T) {
 	s := mustOpen(t, dir, Options{})
 	mustStore(t, s, entries(1, 10, 1))
 	seg := segmentFiles(t, dir)[0]
-	before := fileSize(t, seg)
+	before := s.segs[0].size
 	mustStore(t, s, entries(11, 14, 1))
 	_ = s.Close()
 	patchFile(t, seg, before, make([]byte, 30)) // the first record of the last write is lost
@@ -315,14 +349,51 @@ func TestCheckReports(t *testing.T) {
 	}
 	seg := segmentFiles(t, dir)[1]
 	size := fileSize(t, seg)
-	if err := os.Truncate(seg, size-1); err != nil {
-		t.Fatal(err)
-	}
+	flip(t, seg, size-1)
 	r, err = Check(dir)
 	if err != nil || r.Last != 79 || len(r.Notes) != 1 {
 		t.Fatalf("check of a torn tail: %+v %v", r, err)
 	}
-	if fileSize(t, seg) != size-1 {
+	if fileSize(t, seg) != size {
 		t.Fatal("check changed the file")
+	}
+}
+
+// TestPreallocatedSegment: the zeros preallocated past the last record
+// end the log as cleanly as the file's end: a reopen repairs nothing and
+// appends after the last record; the segment rotates with its zeros left
+// in place.
+func TestPreallocatedSegment(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentSize: 4 << 20}
+	s := mustOpen(t, dir, opts)
+	mustStore(t, s, entries(1, 100, 1))
+	data := s.segs[0].size
+	_ = s.Close()
+	seg := segmentFiles(t, dir)[0]
+	if alloc := fileSize(t, seg); alloc <= data && runtime.GOOS == "linux" {
+		t.Fatalf("%d bytes of records in a file of %d: not preallocated", data, alloc)
+	}
+	s = mustOpen(t, dir, opts)
+	if len(s.Notes()) != 0 || s.segs[0].size != data {
+		t.Fatalf("reopening a preallocated segment: notes %q, records end at %d, want %d", s.Notes(), s.segs[0].size, data)
+	}
+	mustStore(t, s, entries(101, 200, 1))
+	big := &raft.Log{Index: 201, Term: 1, Data: bytes.Repeat([]byte{7}, 5<<20)} // past the segment size
+	mustStore(t, s, []*raft.Log{big})
+	mustStore(t, s, entries(202, 210, 1)) // into a new segment
+	_ = s.Close()
+	s = mustOpen(t, dir, opts)
+	if len(s.Notes()) != 0 || len(segmentFiles(t, dir)) != 2 {
+		t.Fatalf("notes %q, %d segments", s.Notes(), len(segmentFiles(t, dir)))
+	}
+	var got raft.Log
+	if err := s.GetLog(201, &got); err != nil || !bytes.Equal(got.Data, big.Data) {
+		t.Fatalf("GetLog(201): %v", err)
+	}
+	for _, i := range []uint64{1, 200, 202, 210} {
+		if err := s.GetLog(i, &got); err != nil || got.Index != i {
+			t.Fatalf("GetLog(%d): %v", i, err)
+		}
 	}
 }

@@ -22,6 +22,10 @@ type segment struct {
 	segmentHeader
 	offs []int64 // offs[i]: offset of the record of index first+i
 	size int64   // end of the last record: where the next one goes
+	// alloc is the file's size: past size it holds preallocated zeros
+	// (preallocate), which mark the end of the records as well as the
+	// file's end does.
+	alloc int64
 }
 
 // last is the index of the segment's last record (first-1 when it holds
@@ -90,14 +94,26 @@ func scanSegment(g *segment, size int64) (scan, error) {
 	var hb [recordHeaderSize]byte
 	var payload []byte
 	for sc.end < size {
-		if _, err := io.ReadFull(r, hb[:]); err != nil {
+		if n, err := io.ReadFull(r, hb[:]); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
+				if allZero(hb[:n]) {
+					return sc, nil // preallocated zeros to the end
+				}
 				sc.bad, sc.why = sc.end, errors.New("record header cut short")
 				return sc, nil
 			}
 			return sc, fmt.Errorf("wal: read %s: %w", g.path, err)
 		}
 		h, err := decodeRecordHeader(hb[:])
+		if err != nil && allZero(hb[:]) {
+			zeros, zerr := zeroFrom(g.f, sc.end, size)
+			if zerr != nil {
+				return sc, fmt.Errorf("wal: read %s: %w", g.path, zerr)
+			}
+			if zeros {
+				return sc, nil // the preallocated rest of the file
+			}
+		}
 		if err == nil && int64(h.length) > size-sc.end-recordHeaderSize {
 			err = fmt.Errorf("record of %d bytes runs past the end of the file", h.length)
 		}
@@ -119,6 +135,31 @@ func scanSegment(g *segment, size int64) (scan, error) {
 		sc.lastBatch, sc.lastEnd = h.batch, h.flags&flagBatchEnd != 0
 	}
 	return sc, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// zeroFrom reports whether f holds only zeros from off to size.
+func zeroFrom(f *os.File, off, size int64) (bool, error) {
+	buf := make([]byte, 64<<10)
+	for off < size {
+		n := min(int64(len(buf)), size-off)
+		if _, err := f.ReadAt(buf[:n], off); err != nil {
+			return false, err
+		}
+		if !allZero(buf[:n]) {
+			return false, nil
+		}
+		off += n
+	}
+	return true, nil
 }
 
 // checkRecord checks a record whose header h is good: its payload's
@@ -270,7 +311,7 @@ func load(dir string, write bool) (*loaded, error) {
 			ld.torn = sc.bad
 			ld.notes = append(ld.notes, fmt.Sprintf("%s: a torn write at offset %d (%v) of %d bytes, from a crash before it was synced: cut off", g.path, sc.bad, sc.why, st.Size()-sc.bad))
 		}
-		g.offs, g.size = sc.offs, sc.end
+		g.offs, g.size, g.alloc = sc.offs, sc.end, st.Size()
 	}
 	// Everything older than the newest fresh segment was deleted.
 	from := 0
@@ -318,6 +359,7 @@ func (ld *loaded) repair(dir string, noSync bool) error {
 		if err := g.f.Truncate(g.size); err != nil {
 			return fmt.Errorf("wal: cut the torn tail of %s: %w", g.path, err)
 		}
+		g.alloc = g.size
 		if !noSync {
 			if err := syncData(g.f); err != nil {
 				return fmt.Errorf("wal: sync %s: %w", g.path, err)

@@ -2,7 +2,10 @@
 
 package wal
 
-import "os"
+import (
+	"errors"
+	"os"
+)
 
 // syncData makes f's data durable (fsync: no fdatasync here).
 func syncData(f *os.File) error { return f.Sync() }
@@ -17,3 +20,6 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// preallocate is not supported here: appends grow the file.
+func preallocate(*os.File, int64) error { return errors.ErrUnsupported }

@@ -207,6 +207,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		buf = appendRecord(buf, l, first, i == len(logs)-1)
 	}
 	s.buf = buf
+	s.preallocate(g, g.size+int64(len(buf)))
 	if _, err := g.f.WriteAt(buf, g.size); err != nil {
 		// Cut what may have been written; if even that fails, the file's
 		// end is unknown.
@@ -214,6 +215,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			s.failed = fmt.Errorf("wal: append to %s failed (%w) and cutting it back failed too (%v): restart the node", g.path, err, terr)
 			return s.failed
 		}
+		g.alloc = g.size
 		return fmt.Errorf("wal: append to %s: %w", g.path, err)
 	}
 	if !s.opts.NoSync {
@@ -238,6 +240,29 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 
 // maxKeptBuffer bounds the batch buffer kept between appends.
 const maxKeptBuffer = 1 << 20
+
+// preallocChunk is how far past an append's end a segment is
+// preallocated: small steps, so that a nearly full disk is not taken in
+// one go (the free-space reserve measures it).
+const preallocChunk = 1 << 20
+
+// preallocate makes sure g's file holds allocated room up to end,
+// extending it by preallocChunk steps (not past the segment size, unless
+// end is). Best effort: where it fails or is not supported, the append
+// grows the file itself, and fails itself if there is no room.
+func (s *Store) preallocate(g *segment, end int64) {
+	if end <= g.alloc || s.opts.NoSync {
+		return
+	}
+	size := max(end, min(end+preallocChunk, s.opts.SegmentSize))
+	if err := preallocate(g.f, size); err != nil {
+		if st, serr := g.f.Stat(); serr == nil {
+			g.alloc = st.Size() // a failure may have extended it part way
+		}
+		return
+	}
+	g.alloc = size
+}
 
 // tailFor returns the segment an append starting at index first goes to,
 // starting a new segment when there is none, the last is full, or the
@@ -296,7 +321,7 @@ func (s *Store) newSegment(first uint64) (*segment, error) {
 		}
 	}
 	s.nextSeq++
-	g := &segment{path: path, f: f, segmentHeader: h, size: segmentHeaderSize}
+	g := &segment{path: path, f: f, segmentHeader: h, size: segmentHeaderSize, alloc: segmentHeaderSize}
 	s.mu.Lock()
 	s.segs = append(s.segs, g)
 	s.mu.Unlock()
