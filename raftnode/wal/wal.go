@@ -189,6 +189,9 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		if l.Index != first+uint64(i) {
 			return fmt.Errorf("wal: entries not contiguous: index %d after %d", l.Index, logs[i-1].Index)
 		}
+		if len(l.Data)+len(l.Extensions) > maxEntry {
+			return fmt.Errorf("wal: entry %d holds %d bytes, the limit is %d", l.Index, len(l.Data)+len(l.Extensions), maxEntry)
+		}
 	}
 	if first == 0 {
 		return errors.New("wal: entry with index 0")
@@ -224,7 +227,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			return s.failed
 		}
 	}
-	if cap(s.buf) > 4*maxKeptBuffer {
+	if cap(s.buf) > maxKeptBuffer {
 		s.buf = nil // a batch of large entries: do not keep its buffer
 	}
 	s.mu.Lock()
@@ -239,7 +242,11 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 }
 
 // maxKeptBuffer bounds the batch buffer kept between appends.
-const maxKeptBuffer = 1 << 20
+const maxKeptBuffer = 4 << 20
+
+// maxEntry bounds an entry's data and extensions: a record's length is a
+// u32 (cairn's own entries stay far below: values are limited to MiBs).
+const maxEntry = 1 << 30
 
 // preallocChunk is how far past an append's end a segment is
 // preallocated: small steps, so that a nearly full disk is not taken in
