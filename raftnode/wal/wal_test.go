@@ -318,3 +318,64 @@ func TestRecordRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentReads reads while appends, compactions and tail
+// truncations run, as Raft's replication goroutines do alongside its main
+// loop: a read returns the entry stored at that index or
+// raft.ErrLogNotFound, never anything else (run with -race in CI).
+func TestConcurrentReads(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{SegmentSize: 4096, NoSync: true})
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 3 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				first, _ := s.FirstIndex()
+				last, _ := s.LastIndex()
+				if last == 0 {
+					continue
+				}
+				for i := first; i <= last; i += 7 {
+					var l raft.Log
+					err := s.GetLog(i, &l)
+					if errors.Is(err, raft.ErrLogNotFound) {
+						continue
+					}
+					if err != nil || l.Index != i || !bytes.Equal(l.Data, entry(i, l.Term).Data) {
+						errs <- fmt.Errorf("GetLog(%d): %+v %v", i, l, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	next := uint64(1)
+	for round := range 1000 {
+		mustStore(t, s, entries(next, next+9, 1))
+		next += 10
+		switch {
+		case round%50 == 49:
+			if err := s.DeleteRange(next-25, next-1); err != nil { // a conflicting tail
+				t.Fatal(err)
+			}
+			next -= 25
+		case round%20 == 19:
+			first, _ := s.FirstIndex()
+			if err := s.DeleteRange(first, next-40); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(done)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
