@@ -302,6 +302,9 @@ func TestUnfinishedSegmentRemoved(t *testing.T) {
 	}
 	s = mustOpen(t, dir, Options{})
 	wantLog(t, s, 1, 3, term1)
+	if len(s.Notes()) != 1 || !strings.Contains(s.Notes()[0], "creation a crash interrupted") {
+		t.Fatalf("notes: %q", s.Notes())
+	}
 	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the unfinished segment is still there: %v", err)
 	}

@@ -258,6 +258,7 @@ func load(dir string, write bool) (*loaded, error) {
 		name := e.Name()
 		if strings.HasSuffix(name, ".wal.tmp") {
 			ld.tmps = append(ld.tmps, filepath.Join(dir, name))
+			ld.notes = append(ld.notes, fmt.Sprintf("%s: a segment whose creation a crash interrupted: removed", filepath.Join(dir, name)))
 			continue
 		}
 		first, isSeg := parseSegmentName(name)

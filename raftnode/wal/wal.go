@@ -47,6 +47,8 @@ type Store struct {
 	// failed is why the store refuses writes: a write or sync failed and
 	// the file's state is unknown. Only a restart (recovery) clears it.
 	failed error
+	// noPrealloc: the file system cannot preallocate; appends grow files.
+	noPrealloc bool
 
 	mu          sync.RWMutex // guards what readers see
 	segs        []*segment   // oldest first; appends go to the last
@@ -258,11 +260,12 @@ const preallocChunk = 1 << 20
 // end is). Best effort: where it fails or is not supported, the append
 // grows the file itself, and fails itself if there is no room.
 func (s *Store) preallocate(g *segment, end int64) {
-	if end <= g.alloc || s.opts.NoSync {
+	if end <= g.alloc || s.opts.NoSync || s.noPrealloc {
 		return
 	}
 	size := max(end, min(end+preallocChunk, s.opts.SegmentSize))
 	if err := preallocate(g.f, size); err != nil {
+		s.noPrealloc = errors.Is(err, errors.ErrUnsupported)
 		if st, serr := g.f.Stat(); serr == nil {
 			g.alloc = st.Size() // a failure may have extended it part way
 		}
