@@ -172,9 +172,10 @@ func (s *Store) GetLog(index uint64, l *raft.Log) error {
 // StoreLog appends one entry.
 func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
-// StoreLogs appends entries, which must be contiguous and follow the last
-// entry (any index when the log is empty), with one write and one
-// fdatasync. It returns once they are durable, or with an error and
+// StoreLogs appends entries, which must be contiguous and come after the
+// last entry, with one write and one fdatasync. Entries that leave a gap
+// after the last one start the log again: the older entries are deleted
+// first, durably (Raft leaves a gap only past a snapshot). It returns once they are durable, or with an error and
 // nothing appended. A failed sync leaves the file in an unknown state:
 // the store then refuses every write until the node restarts.
 func (s *Store) StoreLogs(logs []*raft.Log) error {
@@ -198,8 +199,18 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if first == 0 {
 		return errors.New("wal: entry with index 0")
 	}
-	if s.last != 0 && first != s.last+1 {
-		return fmt.Errorf("wal: entries %d..%d do not follow the last entry %d", first, logs[len(logs)-1].Index, s.last)
+	if s.last != 0 && first <= s.last {
+		return fmt.Errorf("wal: entries %d..%d overlap the log, whose last entry is %d", first, logs[len(logs)-1].Index, s.last)
+	}
+	if s.last != 0 && first > s.last+1 {
+		// Raft skips indexes only past a snapshot that covers them: the
+		// log starts again at first, and what it holds is obsolete. This
+		// happens when a node crashed after installing a snapshot but
+		// before Raft deleted the old log (IsMonotonic); refusing would
+		// leave it unable to take any entry from its leader.
+		if err := s.deleteAll(); err != nil {
+			return err
+		}
 	}
 	g, err := s.tailFor(first)
 	if err != nil {

@@ -112,8 +112,8 @@ func TestLogStoreSemantics(t *testing.T) {
 	if err := s.StoreLogs(entries(5, 6, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.StoreLogs(entries(8, 9, 1)); err == nil {
-		t.Fatal("an append with a gap was accepted")
+	if err := s.StoreLogs(entries(6, 7, 1)); err == nil {
+		t.Fatal("an append overlapping the log was accepted")
 	}
 	if err := s.StoreLogs([]*raft.Log{entry(7, 1), entry(9, 1)}); err == nil {
 		t.Fatal("a batch that is not contiguous was accepted")
@@ -378,4 +378,33 @@ func TestConcurrentReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestAppendAfterGapRestartsLog: a node that crashed after installing a
+// snapshot but before Raft deleted its old log restarts with that old log
+// and a snapshot past its end; its leader then sends the entries after
+// the snapshot. The log must take them, starting again there (the old
+// entries are covered by the snapshot), durably, instead of refusing every
+// append for good.
+func TestAppendAfterGapRestartsLog(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentSize: 1024}
+	s := mustOpen(t, dir, opts)
+	for i := uint64(1); i <= 60; i += 20 {
+		mustStore(t, s, entries(i, i+19, 1))
+	}
+	wantLog(t, s, 1, 60, term1)
+	term2 := func(uint64) uint64 { return 2 }
+	mustStore(t, s, entries(500, 510, 2))
+	wantLog(t, s, 500, 510, term2)
+	var l raft.Log
+	if err := s.GetLog(60, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("GetLog(60) after the log started again at 500: %v, want ErrLogNotFound", err)
+	}
+	_ = s.Close()
+	s = mustOpen(t, dir, opts)
+	defer s.Close()
+	wantLog(t, s, 500, 510, term2)
+	mustStore(t, s, entries(511, 512, 2))
+	wantLog(t, s, 500, 512, term2)
 }
