@@ -2,9 +2,9 @@
 // segment files that appends each StoreLogs batch with one write and one
 // fdatasync (raft-boltdb's bbolt commit takes two, plus its B+tree), and a
 // small stable file replaced atomically. It implements hashicorp/raft's
-// LogStore, MonotonicLogStore and StableStore. The formats are in
-// record.go, recovery in segment.go; DESIGN.md in raftnode says what the
-// node relies on.
+// LogStore and StableStore (MonotonicLogStore too, answering no:
+// IsMonotonic). The formats are in record.go, recovery in segment.go;
+// DESIGN.md in raftnode says what the node relies on.
 package wal
 
 import (
@@ -126,10 +126,15 @@ func (s *Store) closeFiles() {
 	}
 }
 
-// IsMonotonic tells Raft that the log takes no gaps: after installing a
-// snapshot Raft deletes the whole log instead of leaving a gap before the
-// next entry.
-func (s *Store) IsMonotonic() bool { return true }
+// IsMonotonic is false although the log takes no gaps (an append past a
+// gap starts it again, StoreLogs). Told it is monotonic, hashicorp/raft
+// v1.7.3 deletes the whole log after installing a snapshot, yet keeps
+// believing it holds the entries it had past the snapshot's index
+// (hashicorp/raft#697): it then accepts entries after them and panics
+// applying the ones it deleted, on every start. Not monotonic, it compacts
+// the log up to the snapshot instead, as it did over raft-boltdb
+// (TestInstallSnapshotBelowLogEnd).
+func (s *Store) IsMonotonic() bool { return false }
 
 // FirstIndex returns the index of the first entry, 0 when there is none.
 func (s *Store) FirstIndex() (uint64, error) {
@@ -204,10 +209,10 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	}
 	if s.last != 0 && first > s.last+1 {
 		// Raft skips indexes only past a snapshot that covers them: the
-		// log starts again at first, and what it holds is obsolete. This
-		// happens when a node crashed after installing a snapshot but
-		// before Raft deleted the old log (IsMonotonic); refusing would
-		// leave it unable to take any entry from its leader.
+		// log starts again at first, and what it holds is obsolete. Raft
+		// leaves such a gap after installing a snapshot past the log's
+		// end or restoring one (IsMonotonic); refusing would leave the
+		// node unable to take any entry from its leader.
 		if err := s.deleteAll(); err != nil {
 			return err
 		}
