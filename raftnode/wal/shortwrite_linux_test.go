@@ -4,6 +4,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 // TestShortWriteUndone makes an append fail part way, as a full disk
@@ -36,6 +38,33 @@ func TestShortWriteUndone(t *testing.T) {
 	wantLog(t, s, 1, last, term1)
 	if len(s.Notes()) != 0 {
 		t.Fatalf("notes: %q", s.Notes())
+	}
+}
+
+// TestFailedLargeAppendKeepsNoBuffer: the store keeps its batch buffer
+// between appends only up to maxKeptBuffer, also when the append fails: a
+// node whose disk is full fails every append, and must not hold the
+// largest batch Raft tried (up to MaxAppendEntries values of MiBs) for as
+// long.
+func TestFailedLargeAppendKeepsNoBuffer(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{})
+	mustStore(t, s, entries(1, 5, 1))
+	var big []*raft.Log
+	for i := uint64(6); i <= 11; i++ {
+		big = append(big, &raft.Log{Index: i, Term: 1, Data: make([]byte, 1<<20)})
+	}
+	restore := limitFileSize(t, 1<<20)
+	err := s.StoreLogs(big)
+	restore()
+	if err == nil {
+		t.Fatal("an append past the file size limit succeeded")
+	}
+	if c := cap(s.buf); c > maxKeptBuffer {
+		t.Fatalf("after a failed append of 6 MiB the store keeps a buffer of %d bytes, the bound is %d", c, maxKeptBuffer)
+	}
+	mustStore(t, s, big)
+	if c := cap(s.buf); c > maxKeptBuffer {
+		t.Fatalf("after an append of 6 MiB the store keeps a buffer of %d bytes, the bound is %d", c, maxKeptBuffer)
 	}
 }
 

@@ -228,6 +228,9 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		buf = appendRecord(buf, l, first, i == len(logs)-1)
 	}
 	s.buf = buf
+	if cap(buf) > maxKeptBuffer {
+		s.buf = nil // a batch of large entries: do not keep its buffer, even if the append fails
+	}
 	s.preallocate(g, g.size+int64(len(buf)))
 	if _, err := g.f.WriteAt(buf, g.size); err != nil {
 		// Cut what may have been written; if even that fails, the file's
@@ -244,9 +247,6 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			s.failed = fmt.Errorf("wal: sync %s: %w (the log refuses writes until the node restarts)", g.path, err)
 			return s.failed
 		}
-	}
-	if cap(s.buf) > maxKeptBuffer {
-		s.buf = nil // a batch of large entries: do not keep its buffer
 	}
 	s.mu.Lock()
 	g.offs = append(g.offs, offs...)
