@@ -9,6 +9,7 @@ import (
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/raftnode/wal"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 // Raft's log and stable store live in Dir/wal (package wal). Releases
@@ -21,12 +22,14 @@ const (
 
 // openLogStore opens the log and stable store of the Raft directory dir,
 // migrating a raft-boltdb log first, and logs what recovery repaired. A
-// damaged log is refused with an error wrapping fsm.ErrDamaged.
-func openLogStore(dir string, noSync bool, logger hclog.Logger) (*wal.Store, error) {
+// damaged log is refused with an error wrapping fsm.ErrDamaged. snaps is
+// the node's snapshot store: an append past a gap starts the log again
+// only when its newest snapshot covers the gap.
+func openLogStore(dir string, noSync bool, snaps raft.SnapshotStore, logger hclog.Logger) (*wal.Store, error) {
 	if err := migrateBoltLog(dir, logger); err != nil {
 		return nil, err
 	}
-	s, err := wal.Open(filepath.Join(dir, walDir), wal.Options{NoSync: noSync})
+	s, err := wal.Open(filepath.Join(dir, walDir), wal.Options{NoSync: noSync, SnapshotIndex: newestSnapshotIndex(snaps)})
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: log store: %w", damaged(err))
 	}
@@ -34,6 +37,22 @@ func openLogStore(dir string, noSync bool, logger hclog.Logger) (*wal.Store, err
 		logger.Warn("log store recovered: " + note)
 	}
 	return s, nil
+}
+
+// newestSnapshotIndex returns a function that reports the highest index
+// of the snapshots in snaps (0: none).
+func newestSnapshotIndex(snaps raft.SnapshotStore) func() (uint64, error) {
+	return func() (uint64, error) {
+		metas, err := snaps.List()
+		if err != nil {
+			return 0, fmt.Errorf("list snapshots: %w", err)
+		}
+		var index uint64
+		for _, m := range metas {
+			index = max(index, m.Index)
+		}
+		return index, nil
+	}
 }
 
 // damaged turns the log store's *wal.DamageError into an error wrapping

@@ -71,7 +71,7 @@ func TestMigrateBoltLog(t *testing.T) {
 			}
 			writeBoltLog(t, dir, [][2]uint64{{1, 3}}, nil) // must not be copied again
 		}
-		s, err := openLogStore(dir, false, hclog.NewNullLogger())
+		s, err := openLogStore(dir, false, raft.NewInmemSnapshotStore(), hclog.NewNullLogger())
 		if err != nil {
 			t.Fatalf("%s: %v", interrupted, err)
 		}
@@ -114,7 +114,7 @@ func TestMigrateBoltLog(t *testing.T) {
 func TestMigrateEmptyBoltLog(t *testing.T) {
 	dir := t.TempDir()
 	writeBoltLog(t, dir, nil, map[string][]byte{"CurrentTerm": {0, 0, 0, 0, 0, 0, 0, 3}})
-	s, err := openLogStore(dir, false, hclog.NewNullLogger())
+	s, err := openLogStore(dir, false, raft.NewInmemSnapshotStore(), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

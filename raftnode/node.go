@@ -87,14 +87,14 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	}()
 
 	var err error
-	if n.store, err = openLogStore(cfg.Dir, cfg.NoSync, logger.Named("wal")); err != nil {
-		return nil, err
-	}
 	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, logger.Named("snapshots"))
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
 	}
 	removeUnfinishedSnapshots(cfg.Dir, logger)
+	if n.store, err = openLogStore(cfg.Dir, cfg.NoSync, n.snaps, logger.Named("wal")); err != nil {
+		return nil, err
+	}
 	if f.Rebuilt() {
 		logger.Warn(f.RebuildReason() + "; rebuilding it from the newest snapshot and the log")
 	}

@@ -63,15 +63,15 @@ func Seed(dir string, index, term uint64, servers []Server, r io.Reader) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("raftnode: seed: %w", err)
 	}
-	store, err := openLogStore(dir, false, hclog.NewNullLogger())
-	if err != nil {
-		return fmt.Errorf("raftnode: seed: %w", err)
-	}
-	defer store.Close()
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, nil)
 	if err != nil {
 		return fmt.Errorf("raftnode: seed: snapshot store: %w", err)
 	}
+	store, err := openLogStore(dir, false, snaps, hclog.NewNullLogger())
+	if err != nil {
+		return fmt.Errorf("raftnode: seed: %w", err)
+	}
+	defer store.Close()
 	has, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		return fmt.Errorf("raftnode: seed: %w", err)

@@ -117,3 +117,36 @@ func TestStableStoreNeedsNoSpace(t *testing.T) {
 		t.Fatalf("CurrentTerm %d, %v", v, err)
 	}
 }
+
+// TestFailedAppendAfterConflictKeepsLog: a follower deletes its entries
+// that conflict with a new leader's (6..10 of term 1 against term 2), and
+// then fails to store the leader's (a full disk). hashicorp/raft v1.7.3
+// still counts 6..10 as stored (its "TODO" in appendEntries), so a later
+// leader of term 3 whose log ends with the same 10 of term 1 is taken as
+// matching, and its next entry, 11, comes after a gap in the store. No
+// snapshot covers 1..10: the store must refuse it. Starting the log again
+// at 11 would delete entries 1..5, committed and in no snapshot, while
+// Raft counted this node as holding 6..11, and leave a node that panics
+// on every start looking for entry 1.
+func TestFailedAppendAfterConflictKeepsLog(t *testing.T) {
+	f := startFollower(t)
+	if !f.appendEntries(1, 0, 0, f.entries(1, 10, 1)) {
+		t.Fatal("append 1..10 refused")
+	}
+	if !f.appendEntries(2, 5, 1, nil) { // the term moves to 2 while the stable file may grow
+		t.Fatal("heartbeat of term 2 refused")
+	}
+	conflicting := f.entries(6, 8, 2)
+	for _, l := range conflicting {
+		l.Data = make([]byte, 4096)
+	}
+	restore := limitFileSize(t, fileSize(t, f.s.segs[0].path)+100)
+	ok := f.appendEntries(2, 5, 1, conflicting)
+	restore()
+	if ok {
+		t.Fatal("append 6..8 of term 2 succeeded past the file size limit")
+	}
+	f.wantEntries(1, 5)
+	f.appendEntries(3, 10, 1, f.entries(11, 11, 3))
+	f.wantEntries(1, 5)
+}

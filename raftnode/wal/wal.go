@@ -32,6 +32,10 @@ type Options struct {
 	// SegmentSize is the size past which a new segment starts; 0 means
 	// DefaultSegmentSize.
 	SegmentSize int64
+	// SnapshotIndex returns the index of the node's newest snapshot (0:
+	// none). An append past a gap starts the log again only if that
+	// snapshot covers every index before it; nil refuses every gap.
+	SnapshotIndex func() (uint64, error)
 }
 
 // Store is the log and stable store of one node, in one directory. Its
@@ -179,8 +183,8 @@ func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l})
 
 // StoreLogs appends entries, which must be contiguous and come after the
 // last entry, with one write and one fdatasync. Entries that leave a gap
-// after the last one start the log again: the older entries are deleted
-// first, durably (Raft leaves a gap only past a snapshot). It returns once they are durable, or with an error and
+// after the last one start the log again when a snapshot covers the gap
+// (Options.SnapshotIndex): the older entries are deleted first, durably. It returns once they are durable, or with an error and
 // nothing appended. A failed sync leaves the file in an unknown state:
 // the store then refuses every write until the node restarts.
 func (s *Store) StoreLogs(logs []*raft.Log) error {
@@ -212,7 +216,13 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		// log starts again at first, and what it holds is obsolete. Raft
 		// leaves such a gap after installing a snapshot past the log's
 		// end or restoring one (IsMonotonic); refusing would leave the
-		// node unable to take any entry from its leader.
+		// node unable to take any entry from its leader. A gap no snapshot
+		// covers is Raft's memory gone wrong (a follower whose append
+		// failed after deleting a conflicting tail still counts that tail,
+		// and may be elected): deleting would lose committed entries.
+		if err := s.gapCovered(first); err != nil {
+			return err
+		}
 		if err := s.deleteAll(); err != nil {
 			return err
 		}
@@ -256,6 +266,22 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	}
 	s.last = logs[len(logs)-1].Index
 	s.mu.Unlock()
+	return nil
+}
+
+// gapCovered returns nil when the newest snapshot covers every index
+// before first, where an append leaving a gap starts.
+func (s *Store) gapCovered(first uint64) error {
+	var snap uint64
+	if s.opts.SnapshotIndex != nil {
+		var err error
+		if snap, err = s.opts.SnapshotIndex(); err != nil {
+			return fmt.Errorf("wal: entries from %d leave a gap after the last entry %d: %w", first, s.last, err)
+		}
+	}
+	if snap < first-1 {
+		return fmt.Errorf("wal: entries from %d leave a gap after the last entry %d that no snapshot covers (the newest is at %d)", first, s.last, snap)
+	}
 	return nil
 }
 

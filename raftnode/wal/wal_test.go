@@ -385,16 +385,26 @@ func TestConcurrentReads(t *testing.T) {
 // and a snapshot past its end; its leader then sends the entries after
 // the snapshot. The log must take them, starting again there (the old
 // entries are covered by the snapshot), durably, instead of refusing every
-// append for good.
+// append for good. A gap that no snapshot covers is refused and changes
+// nothing: Raft's memory of its log has gone wrong, and deleting the log
+// would lose entries no snapshot holds.
 func TestAppendAfterGapRestartsLog(t *testing.T) {
 	dir := t.TempDir()
-	opts := Options{SegmentSize: 1024}
+	var snapshot uint64
+	opts := Options{SegmentSize: 1024, SnapshotIndex: func() (uint64, error) { return snapshot, nil }}
 	s := mustOpen(t, dir, opts)
 	for i := uint64(1); i <= 60; i += 20 {
 		mustStore(t, s, entries(i, i+19, 1))
 	}
 	wantLog(t, s, 1, 60, term1)
 	term2 := func(uint64) uint64 { return 2 }
+	for _, snapshot = range []uint64{0, 60, 498} {
+		if err := s.StoreLogs(entries(500, 510, 2)); err == nil || !strings.Contains(err.Error(), "no snapshot covers") {
+			t.Fatalf("an append at 500 after 60, the newest snapshot at %d: %v, want refused", snapshot, err)
+		}
+		wantLog(t, s, 1, 60, term1)
+	}
+	snapshot = 499
 	mustStore(t, s, entries(500, 510, 2))
 	wantLog(t, s, 500, 510, term2)
 	var l raft.Log
