@@ -289,6 +289,61 @@ func TestDeleteAllInterrupted(t *testing.T) {
 	}
 }
 
+// TestFailedHeadRemovalRetried: a compaction whose removal of a segment
+// fails (here the path is taken by a directory for a while; on Windows a
+// file another process holds open) leaves that segment on disk, and the
+// next compaction must remove it too: a segment left behind below the
+// ones the next compactions remove is a gap, which recovery refuses as
+// damage.
+func TestFailedHeadRemovalRetried(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentSize: 1024}
+	s := mustOpen(t, dir, opts)
+	for i := uint64(1); i <= 100; i += 10 {
+		mustStore(t, s, entries(i, i+9, 1))
+	}
+	segs := segmentFiles(t, dir)
+	if len(segs) < 4 {
+		t.Fatalf("%d segments, want at least 4", len(segs))
+	}
+	// The second segment's path is a non-empty directory while the first
+	// compaction runs: its removal fails.
+	stuck := segs[1]
+	aside := filepath.Join(t.TempDir(), "aside")
+	if err := os.Rename(stuck, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(stuck, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	second, fourth := s.segs[1].last(), s.segs[3].last()
+	if err := s.DeleteRange(1, second); err == nil {
+		t.Fatal("a compaction whose removal failed reported success")
+	}
+	if err := os.RemoveAll(stuck); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(aside, stuck); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRange(second+1, fourth); err != nil {
+		t.Fatal(err)
+	}
+	wantLog(t, s, fourth+1, 100, term1)
+	_ = s.Close()
+	s = mustOpen(t, dir, opts)
+	first, _ := s.FirstIndex()
+	if first > fourth+1 {
+		t.Fatalf("first index %d after reopening, want at most %d", first, fourth+1)
+	}
+	wantLog(t, s, first, 100, term1)
+	for _, p := range segmentFiles(t, dir) {
+		if p == stuck {
+			t.Fatalf("%s, whose removal failed, is still there after the next compaction", p)
+		}
+	}
+}
+
 // TestUnfinishedSegmentRemoved: a segment whose creation a crash
 // interrupted (still under its temporary name) is removed.
 func TestUnfinishedSegmentRemoved(t *testing.T) {

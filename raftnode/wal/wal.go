@@ -331,7 +331,8 @@ func (s *Store) tailFor(first uint64) (*segment, error) {
 			// An empty segment of an empty log, starting elsewhere (an
 			// append failed after creating it): replace it.
 			if err := s.removeSegments([]*segment{g}); err != nil {
-				return nil, err
+				s.failed = fmt.Errorf("%w (the log refuses writes until the node restarts)", err)
+				return nil, s.failed
 			}
 		}
 	}
@@ -380,18 +381,28 @@ func (s *Store) newSegment(first uint64) (*segment, error) {
 	return g, nil
 }
 
-// removeSegments closes and removes segments no longer in s.segs (or
-// about to leave it: removed from it here), in the order given, then
-// syncs the directory.
+// removeSegments closes and removes segments that no reader reaches any
+// more (outside first..last), in the order given, and takes them out of
+// s.segs, then syncs the directory. A segment whose removal fails stays
+// in s.segs (closed), with the ones after it, so that the next deletion
+// tries again: one left on disk below segments removed later would be a
+// gap, which recovery refuses as damage.
 func (s *Store) removeSegments(gs []*segment) error {
-	s.mu.Lock()
-	s.segs = slices.DeleteFunc(s.segs, func(g *segment) bool { return slices.Contains(gs, g) })
-	s.mu.Unlock()
+	var err error
+	removed := 0
 	for _, g := range gs {
-		_ = g.f.Close()
-		if err := os.Remove(g.path); err != nil {
-			return fmt.Errorf("wal: remove %s: %w", g.path, err)
+		_ = g.f.Close() // first: Windows removes no open file; closing again is harmless
+		if rerr := os.Remove(g.path); rerr != nil {
+			err = fmt.Errorf("wal: remove %s: %w", g.path, rerr)
+			break
 		}
+		removed++
+	}
+	s.mu.Lock()
+	s.segs = slices.DeleteFunc(s.segs, func(g *segment) bool { return slices.Contains(gs[:removed], g) })
+	s.mu.Unlock()
+	if err != nil {
+		return err
 	}
 	if len(gs) > 0 && !s.opts.NoSync {
 		if err := syncDir(s.dir); err != nil {
