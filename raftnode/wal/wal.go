@@ -249,6 +249,16 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			s.failed = fmt.Errorf("wal: append to %s failed (%w) and cutting it back failed too (%v): restart the node", g.path, err, terr)
 			return s.failed
 		}
+		// The cut must be durable before the caller hears that nothing was
+		// appended: pages of the failed write that reached the disk would
+		// otherwise come back as whole records after a power loss, and
+		// Raft could commit an entry whose writer was told it failed.
+		if !s.opts.NoSync {
+			if serr := syncData(g.f); serr != nil {
+				s.failed = fmt.Errorf("wal: append to %s failed (%w) and syncing its cut failed too (%v): restart the node", g.path, err, serr)
+				return s.failed
+			}
+		}
 		g.alloc = g.size
 		return fmt.Errorf("wal: append to %s: %w", g.path, err)
 	}
