@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"errors"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,4 +150,29 @@ func TestFailedAppendAfterConflictKeepsLog(t *testing.T) {
 	f.wantEntries(1, 5)
 	f.appendEntries(3, 10, 1, f.entries(11, 11, 3))
 	f.wantEntries(1, 5)
+}
+
+// TestFreshStoreOnFullDiskRefusesToOpen: a new node whose disk has no room
+// fails at Open with the reason, instead of opening and then failing to
+// store its first term, which hashicorp/raft answers with a panic.
+func TestFreshStoreOnFullDiskRefusesToOpen(t *testing.T) {
+	dir := t.TempDir()
+	restore := limitFileSize(t, 1024) // less than the stable file's two slots
+	s, err := Open(dir, Options{})
+	restore()
+	if err == nil {
+		_ = s.Close()
+		t.Fatal("a store opened where its stable file cannot be written")
+	}
+	s = mustOpen(t, dir, Options{})
+	defer s.Close()
+	if _, err := s.GetUint64([]byte("CurrentTerm")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("CurrentTerm of a fresh store: %v, want ErrNotFound", err)
+	}
+	restore = limitFileSize(t, 2*stableSlot) // no file may grow: Sets only overwrite
+	err = s.SetUint64([]byte("CurrentTerm"), 7)
+	restore()
+	if err != nil {
+		t.Fatalf("storing a term once the store is open: %v", err)
+	}
 }

@@ -44,10 +44,10 @@ type stableFile struct {
 	mu     sync.Mutex
 	path   string
 	noSync bool
-	f      *os.File // nil until the first Set
-	slot   int64    // slot size: the file holds two
-	seq    uint64   // sequence of the newest slot
-	newest int64    // which slot holds it (0 or 1)
+	f      *os.File
+	slot   int64  // slot size: the file holds two
+	seq    uint64 // sequence of the newest slot
+	newest int64  // which slot holds it (0 or 1)
 	kv     map[string][]byte
 }
 
@@ -58,8 +58,11 @@ func (st *stableFile) open(dir string, noSync bool) error {
 	}
 	f, err := os.OpenFile(st.path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
+		// Created now, empty, so that later Sets only overwrite: a node
+		// whose disk is already full then fails to start with the reason,
+		// where a file created at the first term would make Raft panic.
 		st.kv = map[string][]byte{}
-		return nil
+		return st.create(encodeSlot(st.seq+1, st.kv))
 	}
 	if err != nil {
 		return fmt.Errorf("wal: %w", err)

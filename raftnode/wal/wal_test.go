@@ -241,8 +241,14 @@ func TestStableStore(t *testing.T) {
 	if len(b) != 2*stableSlot {
 		t.Fatalf("stable file of %d bytes", len(b))
 	}
+	seq0, _, _ := decodeSlot(b[:stableSlot])
+	seq1, _, _ := decodeSlot(b[stableSlot:])
+	newest := 0 // where the slot holding the newest state (CurrentTerm 8) starts
+	if seq1 > seq0 {
+		newest = stableSlot
+	}
 	torn := slices.Clone(b)
-	copy(torn[:stableSlot], make([]byte, 100)) // slot 0 holds the newest state: CurrentTerm 8
+	copy(torn[newest:newest+stableSlot], make([]byte, 100))
 	if err := os.WriteFile(path, torn, 0o600); err != nil {
 		t.Fatal(err)
 	}
