@@ -18,6 +18,10 @@ type SnapshotCheck struct {
 	ID    string
 	Index uint64
 	Bytes int64
+	// Leftover marks the remains of an older snapshot whose removal a
+	// crash interrupted (its meta.json or state.bin already gone, a newer
+	// snapshot intact): not damage. A starting node removes it.
+	Leftover bool
 }
 
 // CheckSnapshots reads every snapshot in dir/snapshots (dir is a Config.Dir)
@@ -52,8 +56,18 @@ func CheckSnapshots(dir string, once bool) ([]SnapshotCheck, error) {
 		return nil, fmt.Errorf("raftnode: check snapshots: %w", err)
 	}
 	var out []SnapshotCheck
+	leftovers := interruptedRemovals(root, entries)
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		if leftovers[e.Name()] {
+			if once {
+				if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+					return nil, fmt.Errorf("raftnode: remove the remains of snapshot %s: %w", e.Name(), err)
+				}
+			}
+			out = append(out, SnapshotCheck{ID: e.Name(), Leftover: true})
 			continue
 		}
 		metaPath := filepath.Join(root, e.Name(), "meta.json")
@@ -112,4 +126,46 @@ func checkSnapshotHeader(path string) error {
 		return fmt.Errorf("%w: %s: %w", fsm.ErrDamaged, path, err)
 	}
 	return nil
+}
+
+// interruptedRemovals returns the snapshot directories among entries (of
+// root) that are the remains of a removal a crash interrupted: Raft
+// removes a snapshot it no longer retains with os.RemoveAll, file by file,
+// so a kill during it leaves a directory without meta.json or without
+// state.bin. Raft skips the first kind for good (so it is never removed)
+// and lists the second. Such a directory is a leftover only when a
+// complete snapshot of a higher term and index exists; an incomplete
+// newest snapshot is damage, which CheckSnapshots reports.
+func interruptedRemovals(root string, entries []os.DirEntry) map[string]bool {
+	type snap struct {
+		name        string
+		term, index uint64
+		complete    bool
+	}
+	var snaps []snap
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		var term, index, stamp uint64
+		if n, err := fmt.Sscanf(e.Name(), "%d-%d-%d", &term, &index, &stamp); n != 3 || err != nil {
+			continue // not a name Raft gives: CheckSnapshots judges it
+		}
+		_, metaErr := os.Stat(filepath.Join(root, e.Name(), "meta.json"))
+		_, stateErr := os.Stat(filepath.Join(root, e.Name(), "state.bin"))
+		snaps = append(snaps, snap{e.Name(), term, index, metaErr == nil && stateErr == nil})
+	}
+	out := map[string]bool{}
+	for _, s := range snaps {
+		if s.complete {
+			continue
+		}
+		for _, t := range snaps {
+			if t.complete && (t.term > s.term || t.term == s.term && t.index > s.index) {
+				out[s.name] = true
+				break
+			}
+		}
+	}
+	return out
 }

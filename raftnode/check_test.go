@@ -90,3 +90,84 @@ func TestUnfinishedSnapshotsRemoved(t *testing.T) {
 		t.Fatalf("a finished snapshot was removed: %v", err)
 	}
 }
+
+// TestInterruptedSnapshotRemoval: Raft removes a snapshot it no longer
+// retains file by file, so a kill -9 during it leaves a directory without
+// state.bin (or without meta.json). With a newer snapshot intact that is
+// no damage: cairn check reports it, a starting node removes it and
+// starts. An incomplete newest snapshot is still damage.
+func TestInterruptedSnapshotRemoval(t *testing.T) {
+	dir := t.TempDir()
+	store, err := raft.NewFileSnapshotStore(dir, 3, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fsm.Open(fsm.Options{Dir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ids []string
+	for _, index := range []uint64{5, 9, 12} {
+		snap, err := f.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sink, err := store.Create(raft.SnapshotVersionMax, index, 2, raft.Configuration{}, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := snap.WriteTo(sink); err != nil {
+			t.Fatal(err)
+		}
+		snap.Release()
+		if err := sink.Close(); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sink.ID())
+	}
+	root := filepath.Join(dir, "snapshots")
+	// The two older snapshots lost one file each to an interrupted removal.
+	if err := os.Remove(filepath.Join(root, ids[0], "meta.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(root, ids[1], "state.bin")); err != nil {
+		t.Fatal(err)
+	}
+	checks, err := CheckSnapshots(dir, false)
+	if err != nil {
+		t.Fatalf("check with the remains of removals next to an intact snapshot: %v", err)
+	}
+	leftovers := 0
+	for _, c := range checks {
+		if c.Leftover {
+			leftovers++
+		}
+	}
+	if leftovers != 2 || len(checks) != 3 {
+		t.Fatalf("checks %+v: want 2 leftovers and the intact snapshot", checks)
+	}
+	for _, id := range ids[:2] {
+		if _, err := os.Stat(filepath.Join(root, id)); err != nil {
+			t.Fatalf("cairn check changed the directory: %v", err)
+		}
+	}
+	if _, err := CheckSnapshots(dir, true); err != nil {
+		t.Fatalf("start with the remains of removals: %v", err)
+	}
+	for _, id := range ids[:2] {
+		if _, err := os.Stat(filepath.Join(root, id)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("the remains of %s are still there after a start: %v", id, err)
+		}
+	}
+	if checks, err := CheckSnapshots(dir, true); err != nil || len(checks) != 1 || checks[0].ID != ids[2] {
+		t.Fatalf("after the start: %+v, %v; want only %s", checks, err, ids[2])
+	}
+	// The newest snapshot incomplete: damage, whatever is older.
+	if err := os.Remove(filepath.Join(root, ids[2], "state.bin")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckSnapshots(dir, true); !errors.Is(err, fsm.ErrDamaged) {
+		t.Fatalf("an incomplete newest snapshot: %v, want ErrDamaged", err)
+	}
+}

@@ -78,7 +78,9 @@ func (c *DataCheck) checkRaft(dir string, once bool) error {
 	if ok {
 		c.Checked = append(c.Checked, fmt.Sprintf("%s: %d segments, %d bytes, entries %d..%d", l.Path, l.Segments, l.Bytes, l.First, l.Last))
 		for _, n := range l.Notes {
-			c.Warnings = append(c.Warnings, n+" when cairn serve starts")
+			if !once { // a starting node logs what the log store repairs itself
+				c.Warnings = append(c.Warnings, n+" when cairn serve starts")
+			}
 		}
 	} else if err := c.checkLegacyLog(filepath.Join(raftDir, "raft.db")); err != nil {
 		return err
@@ -88,7 +90,15 @@ func (c *DataCheck) checkRaft(dir string, once bool) error {
 		return fmt.Errorf("%w; move that snapshot's directory aside if a newer snapshot is intact, otherwise rebuild this node from its peers: %s", err, rebuildHint)
 	}
 	for _, s := range snaps {
-		c.Checked = append(c.Checked, fmt.Sprintf("%s: snapshot at index %d, %d bytes", filepath.Join(dir, "raft", "snapshots", s.ID), s.Index, s.Bytes))
+		path := filepath.Join(dir, "raft", "snapshots", s.ID)
+		switch {
+		case s.Leftover && once:
+			c.Warnings = append(c.Warnings, path+": the remains of an old snapshot whose removal a crash interrupted: removed")
+		case s.Leftover:
+			c.Warnings = append(c.Warnings, path+": the remains of an old snapshot whose removal a crash interrupted: removed when cairn serve starts")
+		default:
+			c.Checked = append(c.Checked, fmt.Sprintf("%s: snapshot at index %d, %d bytes", path, s.Index, s.Bytes))
+		}
 	}
 	return nil
 }

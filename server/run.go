@@ -94,8 +94,8 @@ func StartNode(cfg NodeConfig) (*RunningNode, error) {
 	// damaged one is set aside and rebuilt). Each check reads its files
 	// whole (gigabytes for a large state), so the two run side by side.
 	raftChecked := make(chan error, 1)
+	var check DataCheck
 	go func() {
-		var check DataCheck
 		raftChecked <- check.checkRaft(cfg.Dir, true)
 	}()
 	hub := NewWatchHub(cfg.History, 0)
@@ -108,6 +108,9 @@ func StartNode(cfg NodeConfig) (*RunningNode, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	for _, w := range check.Warnings { // what the check repaired
+		cfg.Server.withDefaults().Logger.Warn(w)
 	}
 	hub.Restored(f.AppliedIndex()) // history starts at the state as opened
 	rcfg := cfg.Raft
