@@ -46,15 +46,7 @@ func mappedRSS(t *testing.T, path string) int64 {
 func TestOpenLeavesMappingCold(t *testing.T) {
 	dir := t.TempDir()
 	f := openSynced(t, dir)
-	mustApply(t, f, cmdPutNamespace("ns", 0))
-	value := strings.Repeat("v", 1000)
-	for o := range 40 {
-		var puts []*raftcmdv1.KeyPut
-		for k := range 1000 {
-			puts = append(puts, kput(fmt.Sprintf("k%04d", k), value))
-		}
-		mustApply(t, f, cmdBatch("ns", fmt.Sprintf("o%02d", o), puts))
-	}
+	fillForty(t, f)
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -76,15 +68,7 @@ func TestOpenLeavesMappingCold(t *testing.T) {
 func TestReleaseMappingWhileOpen(t *testing.T) {
 	dir := t.TempDir()
 	f := openSynced(t, dir)
-	mustApply(t, f, cmdPutNamespace("ns", 0))
-	value := strings.Repeat("v", 1000)
-	for o := range 40 {
-		var puts []*raftcmdv1.KeyPut
-		for k := range 1000 {
-			puts = append(puts, kput(fmt.Sprintf("k%04d", k), value))
-		}
-		mustApply(t, f, cmdBatch("ns", fmt.Sprintf("o%02d", o), puts))
-	}
+	fillForty(t, f)
 	path := filepath.Join(dir, dbFile)
 	st, err := os.Stat(path)
 	if err != nil {
@@ -107,7 +91,7 @@ func TestReleaseMappingWhileOpen(t *testing.T) {
 		t.Fatalf("after ReleaseMapping %d bytes of the %d-byte database stay resident (%d before)", after, st.Size(), before)
 	}
 	mustGet(t, f, "ns", "o39", "k0999")
-	mustApply(t, f, cmdBatch("ns", "o00", []*raftcmdv1.KeyPut{kput("after", value)}))
+	mustApply(t, f, cmdBatch("ns", "o00", []*raftcmdv1.KeyPut{kput("after", "v")}))
 	mustGet(t, f, "ns", "o00", "after")
 }
 
@@ -125,4 +109,19 @@ func touchBucket(b *bolt.Bucket) error {
 		}
 		return nil
 	})
+}
+
+// fillForty writes 40 MB into f: namespace ns, objects o00..o39 of 1,000
+// keys k0000..k0999 with 1,000-byte values.
+func fillForty(t *testing.T, f *FSM) {
+	t.Helper()
+	mustApply(t, f, cmdPutNamespace("ns", 0))
+	value := strings.Repeat("v", 1000)
+	for o := range 40 {
+		var puts []*raftcmdv1.KeyPut
+		for k := range 1000 {
+			puts = append(puts, kput(fmt.Sprintf("k%04d", k), value))
+		}
+		mustApply(t, f, cmdBatch("ns", fmt.Sprintf("o%02d", o), puts))
+	}
 }

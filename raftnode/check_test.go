@@ -21,27 +21,7 @@ func TestCheckSnapshotsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := fsm.Open(fsm.Options{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := store.Create(raft.SnapshotVersionMax, 5, 1, raft.Configuration{}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := snap.WriteTo(sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
-	if err := sink.Close(); err != nil {
-		t.Fatal(err)
-	}
-	snapDir := filepath.Join(dir, "snapshots", sink.ID())
+	snapDir := filepath.Join(dir, "snapshots", writeSnapshot(t, store, 5, 1))
 
 	if _, err := CheckSnapshots(dir, true); err != nil {
 		t.Fatalf("first check: %v", err)
@@ -102,29 +82,9 @@ func TestInterruptedSnapshotRemoval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := fsm.Open(fsm.Options{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var ids []string
 	for _, index := range []uint64{5, 9, 12} {
-		snap, err := f.Snapshot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sink, err := store.Create(raft.SnapshotVersionMax, index, 2, raft.Configuration{}, 1, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := snap.WriteTo(sink); err != nil {
-			t.Fatal(err)
-		}
-		snap.Release()
-		if err := sink.Close(); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, sink.ID())
+		ids = append(ids, writeSnapshot(t, store, index, 2))
 	}
 	root := filepath.Join(dir, "snapshots")
 	// The two older snapshots lost one file each to an interrupted removal.
@@ -170,4 +130,31 @@ func TestInterruptedSnapshotRemoval(t *testing.T) {
 	if _, err := CheckSnapshots(dir, true); !errors.Is(err, fsm.ErrDamaged) {
 		t.Fatalf("an incomplete newest snapshot: %v, want ErrDamaged", err)
 	}
+}
+
+// writeSnapshot writes an empty FSM's snapshot at index and term into
+// store and returns its id.
+func writeSnapshot(t *testing.T, store raft.SnapshotStore, index, term uint64) string {
+	t.Helper()
+	f, err := fsm.Open(fsm.Options{Dir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	sink, err := store.Create(raft.SnapshotVersionMax, index, term, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snap.WriteTo(sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return sink.ID()
 }
