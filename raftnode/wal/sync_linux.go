@@ -17,17 +17,6 @@ func syncData(f *os.File) error {
 	}
 }
 
-// syncDir makes the creations, renames and removals of entries of dir
-// durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // preallocate extends f to size bytes of allocated zeros (fallocate): an
 // fdatasync after a write inside them then needs no change of the file's
 // size, which costs ext4 a journal commit (-30% per fdatasync measured).
