@@ -267,18 +267,26 @@ func (r *run) snapshotCatchUp(ctx context.Context, victim *node, members []*node
 	atKill := st.CommitIndex
 	trailing, _ := strconv.ParseUint(trailingLogs, 10, 64)
 	// The workload writes meanwhile; wait until it has written past what
-	// the others keep after a snapshot, then make them snapshot now.
+	// the others keep after a snapshot (with a margin), then make them
+	// snapshot now.
+	want := atKill + trailing + 512
 	var snapIndex uint64
 	if err := retry(60*time.Second, func(ctx context.Context) error {
 		st, err := others[0].admin.ClusterOf(ctx, 0)
 		if err != nil {
 			return err
 		}
-		if st.AppliedIndex < atKill+2*trailing {
-			return fmt.Errorf("applied %d, waiting for %d", st.AppliedIndex, atKill+2*trailing)
+		if st.AppliedIndex < want {
+			return fmt.Errorf("applied %d, waiting for %d", st.AppliedIndex, want)
 		}
 		return nil
 	}); err != nil {
+		// The fault did not happen as meant, but the victim must not stay
+		// down: the harness would count that as the cluster failing to
+		// recover.
+		if serr := victim.start(r.c.bin); serr != nil {
+			return "", fmt.Errorf("snapshot catch-up: the workload did not advance the log (%w), and restarting %s failed: %w", err, victim.id, serr)
+		}
 		return "", fmt.Errorf("snapshot catch-up: the workload did not advance the log: %w", err)
 	}
 	for _, n := range others {
