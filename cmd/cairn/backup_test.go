@@ -105,19 +105,12 @@ func TestCLIBackup(t *testing.T) {
 	run(dst, "kv", "put", "chat", "room-1", "msgs/3", `{"text":"written after the restore"}`)
 
 	// Offline: seed a brand-new three-node cluster from the file.
-	ports := freePorts(t, 9)
-	var initial []string
-	for i := range 3 {
-		initial = append(initial, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[i]))
-	}
-	var nodes []*e2eNode
+	nodes, initial := newThreeNodes(t, nil)
 	var endpoints []string
-	for i := range 3 {
-		n := newE2ENode(t, fmt.Sprintf("n%d", i+1), ports[i], ports[3+i], ports[6+i], "--initial-cluster", strings.Join(initial, ","))
-		fail(nil, "bad backup file", "backup", "restore", bad, "--data-dir", filepath.Join(n.dir, "data"), "--id", n.id, "--initial-cluster", strings.Join(initial, ","))
-		contains(run(nil, "backup", "restore", backup, "--data-dir", filepath.Join(n.dir, "data"), "--id", n.id, "--initial-cluster", strings.Join(initial, ",")),
+	for _, n := range nodes {
+		fail(nil, "bad backup file", "backup", "restore", bad, "--data-dir", filepath.Join(n.dir, "data"), "--id", n.id, "--initial-cluster", initial)
+		contains(run(nil, "backup", "restore", backup, "--data-dir", filepath.Join(n.dir, "data"), "--id", n.id, "--initial-cluster", initial),
 			"seeded "+filepath.Join(n.dir, "data"))
-		nodes = append(nodes, n)
 		endpoints = append(endpoints, n.grpc)
 	}
 	for _, n := range nodes {

@@ -209,15 +209,9 @@ func mustTruncate(t *testing.T, path string, size int64) {
 // starts it with --join; it receives a snapshot from the leader and ends
 // with the same state hash and every key.
 func TestRebuildNodeFromPeers(t *testing.T) {
-	ports := freePorts(t, 9)
-	var initial []string
-	for i := 0; i < 3; i++ {
-		initial = append(initial, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[i]))
-	}
-	var nodes []*e2eNode
-	for i := 0; i < 3; i++ {
-		nodes = append(nodes, newE2ENode(t, fmt.Sprintf("n%d", i+1), ports[i], ports[3+i], ports[6+i], "--initial-cluster", strings.Join(initial, ",")))
-		nodes[i].start(t)
+	nodes, _ := newThreeNodes(t, nil)
+	for _, n := range nodes {
+		n.start(t)
 	}
 	waitAllReady(t, 30*time.Second, nodes...)
 	n1, n3 := nodes[0], nodes[2]

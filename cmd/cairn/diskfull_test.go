@@ -126,19 +126,12 @@ func waitSameHash(t *testing.T, nodes ...*e2eNode) {
 // tmpfs of tmpfsSize bytes with n3Flags, and creates namespace ns.
 func startDiskCluster(t *testing.T, ns string, tmpfsSize int, n3Flags ...string) []*e2eNode {
 	t.Helper()
-	ports := freePorts(t, 9)
-	var initial []string
-	for i := 0; i < 3; i++ {
-		initial = append(initial, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[i]))
-	}
-	var nodes []*e2eNode
-	for i := 0; i < 3; i++ {
-		extra := []string{"--initial-cluster", strings.Join(initial, ",")}
+	nodes, _ := newThreeNodes(t, func(i int) []string {
 		if i == 2 {
-			extra = append(extra, n3Flags...)
+			return n3Flags
 		}
-		nodes = append(nodes, newE2ENode(t, fmt.Sprintf("n%d", i+1), ports[i], ports[3+i], ports[6+i], extra...))
-	}
+		return nil
+	})
 	nodes[0].start(t)
 	nodes[1].start(t)
 	nodes[2].startOnTmpfs(t, tmpfsSize)

@@ -413,16 +413,7 @@ func nodeByID(t *testing.T, id string, nodes []*e2eNode) *e2eNode {
 // --initial-cluster, writes and reads through all of them with awkward
 // names, kills the leader with SIGKILL, and brings it back.
 func TestThreeProcessCluster(t *testing.T) {
-	ports := freePorts(t, 9)
-	var initial []string
-	for i := 0; i < 3; i++ {
-		initial = append(initial, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[i]))
-	}
-	var nodes []*e2eNode
-	for i := 0; i < 3; i++ {
-		nodes = append(nodes, newE2ENode(t, fmt.Sprintf("n%d", i+1), ports[i], ports[3+i], ports[6+i],
-			"--initial-cluster", strings.Join(initial, ",")))
-	}
+	nodes, _ := newThreeNodes(t, nil)
 	for _, n := range nodes {
 		n.start(t)
 	}
@@ -1025,4 +1016,26 @@ func TestVersion(t *testing.T) {
 			t.Errorf("cairn version lacks a line %q:\n%s", want, out)
 		}
 	}
+}
+
+// newThreeNodes describes nodes n1..n3 on free ports, formed with
+// --initial-cluster, without starting them; it returns them and that
+// flag's value. flags, when set, gives extra flags for node i (0-based).
+func newThreeNodes(t *testing.T, flags func(i int) []string) ([]*e2eNode, string) {
+	t.Helper()
+	ports := freePorts(t, 9)
+	var initial []string
+	for i := range 3 {
+		initial = append(initial, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[i]))
+	}
+	cluster := strings.Join(initial, ",")
+	var nodes []*e2eNode
+	for i := range 3 {
+		args := []string{"--initial-cluster", cluster}
+		if flags != nil {
+			args = append(args, flags(i)...)
+		}
+		nodes = append(nodes, newE2ENode(t, fmt.Sprintf("n%d", i+1), ports[i], ports[3+i], ports[6+i], args...))
+	}
+	return nodes, cluster
 }

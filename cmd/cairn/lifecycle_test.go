@@ -140,19 +140,11 @@ func checkAcked(t *testing.T, ns string, endpoints []string, acked []ackedWrite)
 // gRPC endpoints.
 func startThreeNodes(t *testing.T, bin string, extra ...string) ([]*e2eNode, []string) {
 	t.Helper()
-	ports := freePorts(t, 9)
-	var initial []string
-	for i := 0; i < 3; i++ {
-		initial = append(initial, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[i]))
-	}
-	var nodes []*e2eNode
+	nodes, _ := newThreeNodes(t, func(int) []string { return extra })
 	var endpoints []string
-	for i := 0; i < 3; i++ {
-		args := append([]string{"--initial-cluster", strings.Join(initial, ",")}, extra...)
-		n := newE2ENode(t, fmt.Sprintf("n%d", i+1), ports[i], ports[3+i], ports[6+i], args...)
+	for _, n := range nodes {
 		n.bin = bin
 		n.start(t)
-		nodes = append(nodes, n)
 		endpoints = append(endpoints, n.grpc)
 	}
 	waitAllReady(t, 30*time.Second, nodes...)
