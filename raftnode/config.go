@@ -57,6 +57,10 @@ type Config struct {
 	// crash may lose acknowledged writes.
 	NoSync bool
 
+	// beforeSync, for tests, is called before each background sync of the
+	// log (wal.Options.BeforeSync).
+	beforeSync func()
+
 	// LogOutput receives Raft's log lines; nil means os.Stderr.
 	LogOutput io.Writer
 	// LogLevel is "debug", "info", "warn" or "error"; empty means "info".

@@ -24,12 +24,14 @@ const (
 // migrating a raft-boltdb log first, and logs what recovery repaired. A
 // damaged log is refused with an error wrapping fsm.ErrDamaged. snaps is
 // the node's snapshot store: an append past a gap starts the log again
-// only when its newest snapshot covers the gap.
-func openLogStore(dir string, noSync bool, snaps raft.SnapshotStore, logger hclog.Logger) (*wal.Store, error) {
+// only when its newest snapshot covers the gap (opts.SnapshotIndex is set
+// to say so).
+func openLogStore(dir string, opts wal.Options, snaps raft.SnapshotStore, logger hclog.Logger) (*wal.Store, error) {
 	if err := migrateBoltLog(dir, logger); err != nil {
 		return nil, err
 	}
-	s, err := wal.Open(filepath.Join(dir, walDir), wal.Options{NoSync: noSync, SnapshotIndex: newestSnapshotIndex(snaps)})
+	opts.SnapshotIndex = newestSnapshotIndex(snaps)
+	s, err := wal.Open(filepath.Join(dir, walDir), opts)
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: log store: %w", damaged(err))
 	}

@@ -32,6 +32,9 @@ func (m *machine) Apply(l *raft.Log) interface{} {
 // treats it as unreachable). Queries keep answering from the state as it
 // was, and Node.StorageError says why the node is stalled.
 func (m *machine) ApplyBatch(logs []*raft.Log) []interface{} {
+	if len(logs) == 0 {
+		return nil
+	}
 	entries := make([]fsm.Entry, len(logs))
 	for i, l := range logs {
 		entries[i].Index = l.Index
@@ -39,9 +42,19 @@ func (m *machine) ApplyBatch(logs []*raft.Log) []interface{} {
 			entries[i].Data = l.Data
 		}
 	}
-	results, err := m.n.fsm.ApplyBatch(entries)
+	// An entry is applied only once it is durable in this node's log
+	// (durable.go); a log that can no longer sync stalls the FSM as a
+	// failing state database does.
+	last := logs[len(logs)-1].Index
+	apply := func() ([]fsm.Result, error) {
+		if err := m.n.store.WaitDurable(last); err != nil {
+			return nil, err
+		}
+		return m.n.fsm.ApplyBatch(entries)
+	}
+	results, err := apply()
 	if err != nil {
-		results, err = m.n.retryStorage(err, func() ([]fsm.Result, error) { return m.n.fsm.ApplyBatch(entries) })
+		results, err = m.n.retryStorage(err, apply)
 	}
 	out := make([]interface{}, len(logs))
 	if err != nil { // shut down while the disk was failing: nothing applied
@@ -53,9 +66,7 @@ func (m *machine) ApplyBatch(logs []*raft.Log) []interface{} {
 	for i := range results {
 		out[i] = results[i]
 	}
-	if len(logs) > 0 {
-		m.n.setApplied(logs[len(logs)-1].Index)
-	}
+	m.n.setApplied(last)
 	return out
 }
 

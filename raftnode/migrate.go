@@ -113,6 +113,9 @@ func copyBoltLog(path, dir string) (first, last uint64, err error) {
 			batch, size = batch[:0], 0
 		}
 	}
+	if err := dst.Synced(); err != nil {
+		return 0, 0, err
+	}
 	for _, k := range stableKeys {
 		v, err := src.Get([]byte(k))
 		if errors.Is(err, raftboltdb.ErrKeyNotFound) {

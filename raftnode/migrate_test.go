@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairndb/cairn/raftnode/wal"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -71,7 +72,7 @@ func TestMigrateBoltLog(t *testing.T) {
 			}
 			writeBoltLog(t, dir, [][2]uint64{{1, 3}}, nil) // must not be copied again
 		}
-		s, err := openLogStore(dir, false, raft.NewInmemSnapshotStore(), hclog.NewNullLogger())
+		s, err := openLogStore(dir, wal.Options{}, raft.NewInmemSnapshotStore(), hclog.NewNullLogger())
 		if err != nil {
 			t.Fatalf("%s: %v", interrupted, err)
 		}
@@ -114,7 +115,7 @@ func TestMigrateBoltLog(t *testing.T) {
 func TestMigrateEmptyBoltLog(t *testing.T) {
 	dir := t.TempDir()
 	writeBoltLog(t, dir, nil, map[string][]byte{"CurrentTerm": {0, 0, 0, 0, 0, 0, 0, 3}})
-	s, err := openLogStore(dir, false, raft.NewInmemSnapshotStore(), hclog.NewNullLogger())
+	s, err := openLogStore(dir, wal.Options{}, raft.NewInmemSnapshotStore(), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

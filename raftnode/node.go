@@ -44,6 +44,9 @@ type Node struct {
 
 	log        hclog.Logger
 	storageErr atomic.Pointer[error] // why the FSM cannot apply now; nil when it can (storage.go)
+	// started is raft once NewRaft has returned, for what Raft's own
+	// goroutines call before then (following).
+	started atomic.Pointer[raft.Raft]
 
 	stop         chan struct{} // closed by Shutdown before Raft stops: ends storage retries
 	shutdownOnce sync.Once
@@ -92,7 +95,8 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
 	}
 	removeUnfinishedSnapshots(cfg.Dir, logger)
-	if n.store, err = openLogStore(cfg.Dir, cfg.NoSync, n.snaps, logger.Named("wal")); err != nil {
+	walOpts := wal.Options{NoSync: cfg.NoSync, SyncInline: n.following, BeforeSync: cfg.beforeSync}
+	if n.store, err = openLogStore(cfg.Dir, walOpts, n.snaps, logger.Named("wal")); err != nil {
 		return nil, err
 	}
 	if f.Rebuilt() {
@@ -119,7 +123,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: transport: %w", err)
 	}
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  raftStream{n.mux.raft},
+		Stream:  raftStream{connListener: n.mux.raft, synced: n.store.Synced},
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  logger.Named("transport"),
@@ -151,10 +155,11 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	if n.logs, err = raft.NewLogCache(logCacheEntries, n.store); err != nil {
 		return nil, fmt.Errorf("raftnode: log cache: %w", err)
 	}
-	n.raft, err = raft.NewRaft(rc, &machine{n: n}, n.logs, n.store, n.snaps, n.trans)
+	n.raft, err = raft.NewRaft(rc, &machine{n: n}, n.logs, n.store, n.snaps, durableTransport{NetworkTransport: n.trans, store: n.store})
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: %w", err)
 	}
+	n.started.Store(n.raft)
 	ok = true
 	return n, nil
 }
@@ -275,7 +280,9 @@ func (n *Node) closeStores() {
 		_ = n.mux.Close()
 	}
 	if n.store != nil {
-		_ = n.store.Close()
+		if err := n.store.Close(); err != nil {
+			n.log.Error("closing the Raft log", "error", err)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cairndb/cairn/raftnode/wal"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -67,7 +68,7 @@ func Seed(dir string, index, term uint64, servers []Server, r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("raftnode: seed: snapshot store: %w", err)
 	}
-	store, err := openLogStore(dir, false, snaps, hclog.NewNullLogger())
+	store, err := openLogStore(dir, wal.Options{}, snaps, hclog.NewNullLogger())
 	if err != nil {
 		return fmt.Errorf("raftnode: seed: %w", err)
 	}

@@ -268,10 +268,23 @@ func (l *connListener) Addr() net.Addr { return l.m.addr() }
 
 // raftStream is the raft.StreamLayer over the mux: Raft's listener, and
 // its dialer of Raft streams. Closing it (the transport does on shutdown)
-// closes the whole mux.
-type raftStream struct{ *connListener }
+// closes the whole mux. The connections it accepts answer only once the
+// log is synced (durable.go).
+type raftStream struct {
+	*connListener
+	synced func() error
+}
 
 var _ raft.StreamLayer = raftStream{}
+
+// Accept waits for the next Raft connection.
+func (s raftStream) Accept() (net.Conn, error) {
+	c, err := s.connListener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return syncedConn{Conn: c, synced: s.synced}, nil
+}
 
 // Dial opens a Raft stream to address.
 func (s raftStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {

@@ -46,10 +46,11 @@ func (s *Store) deleteAll() error {
 	gs := slices.Clone(s.segs)
 	s.first, s.last = 0, 0
 	s.mu.Unlock()
+	s.epoch++
+	s.dur.truncate(0)
 	slices.Reverse(gs) // newest first: a crash leaves a prefix of the log
 	if err := s.removeSegments(gs); err != nil {
-		s.failed = fmt.Errorf("%w (deleting the whole log; the log refuses writes until the node restarts)", err)
-		return s.failed
+		return s.fail(fmt.Errorf("%w (deleting the whole log; the log refuses writes until the node restarts)", err))
 	}
 	return nil
 }
@@ -89,17 +90,20 @@ func (s *Store) deleteTail(min uint64) error {
 		cutAt, _ = cut.span(min)
 		cut.offs = cut.offs[:min-cut.first]
 		cut.size = cutAt
+		cut.synced = cutAt // below: synced, or the store fails
 	}
 	s.mu.Unlock()
+	s.epoch++
+	s.dur.truncate(min - 1)
 	slices.Reverse(gs)
 	fail := func(err error) error {
-		s.failed = fmt.Errorf("%w (deleting entries from %d; the log refuses writes until the node restarts)", err, min)
-		return s.failed
+		return s.fail(fmt.Errorf("%w (deleting entries from %d; the log refuses writes until the node restarts)", err, min))
 	}
 	if err := s.removeSegments(gs); err != nil {
 		return fail(err)
 	}
 	if cut == nil {
+		s.dur.advance(min - 1) // the newest segment now is one a newer one followed: synced
 		return nil
 	}
 	if err := cut.f.Truncate(cutAt); err != nil {
@@ -111,5 +115,6 @@ func (s *Store) deleteTail(min uint64) error {
 			return fail(fmt.Errorf("wal: sync %s: %w", cut.path, err))
 		}
 	}
+	s.dur.advance(min - 1)
 	return nil
 }

@@ -23,7 +23,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again := appendRecord(nil, &l, h.batch, h.flags&flagBatchEnd != 0)
+		again := appendRecord(nil, &l, h.tag, h.flags&flagBatchEnd != 0)
 		if !bytes.Equal(again, b) {
 			t.Fatalf("decoded %+v from %x, which encodes as %x", l, b, again)
 		}

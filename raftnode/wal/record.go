@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// The on-disk format (little endian), version 1. A segment file starts
+// The on-disk format (little endian), version 2. A segment file starts
 // with a segment header:
 //
 //	0  magic "CAIRNWAL"
@@ -25,8 +25,9 @@ import (
 //
 //	0  u32 payload length
 //	4  u32 CRC-32C of the payload
-//	8  u64 batch: index of the first entry of the StoreLogs call that wrote it
-//	16 u32 flags (flagBatchEnd: the last entry of that call)
+//	8  u64 tag: the first index not yet durable when the record was written
+//	   (version 1: the first index of the StoreLogs call that wrote it)
+//	16 u32 flags (flagBatchEnd: the last entry of its StoreLogs call)
 //	20 u32 CRC-32C of bytes 0..20 (the header check)
 //
 // and its payload
@@ -39,12 +40,17 @@ import (
 //	.. u32 extensions length, the extensions
 //
 // The header check tells a record header from garbage (a torn write, zeros
-// a crash left past the end) before its length is trusted; the batch tag
-// tells the records of the last, possibly torn, write apart from records
-// of earlier writes (recovery in segment.go).
+// a crash left past the end) before its length is trusted; the tag tells
+// records written while an index was not yet durable, which a crash may
+// have torn, from records written after it was (recovery in segment.go).
+// Version 1 synced each write before the next, so its tag, the write's
+// first index, means the same; version 2 segments are appended while
+// earlier writes are still being synced (durable.go). A version 1 segment
+// is read, never appended to: the next append starts a new segment.
 const (
 	segmentMagic      = "CAIRNWAL"
-	formatVersion     = 1
+	formatVersion     = 2
+	stableVersion     = 1
 	segmentHeaderSize = 40
 	segmentFresh      = 1
 	recordHeaderSize  = 24
@@ -52,8 +58,8 @@ const (
 	flagBatchEnd      = 1
 )
 
-// FormatVersion is the version of the segment and stable file formats, as
-// `cairn version` prints it.
+// FormatVersion is the version of the segment format, as `cairn version`
+// prints it (the stable file's is 1).
 const FormatVersion = formatVersion
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -62,6 +68,7 @@ func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // segmentHeader is what a segment file's first bytes hold.
 type segmentHeader struct {
+	version    uint32
 	seq, first uint64
 	// fresh: the segment was created while the log held no entries (a new
 	// log, or the first append after everything was deleted), so every
@@ -72,7 +79,7 @@ type segmentHeader struct {
 func (h segmentHeader) encode() []byte {
 	b := make([]byte, segmentHeaderSize)
 	copy(b, segmentMagic)
-	le.PutUint32(b[8:], formatVersion)
+	le.PutUint32(b[8:], h.version)
 	if h.fresh {
 		le.PutUint32(b[12:], segmentFresh)
 	}
@@ -89,8 +96,9 @@ func decodeSegmentHeader(b []byte) (segmentHeader, error) {
 	if string(b[:8]) != segmentMagic {
 		return segmentHeader{}, errors.New("segment header: not a cairn WAL segment")
 	}
-	if v := le.Uint32(b[8:]); v != formatVersion {
-		return segmentHeader{}, fmt.Errorf("segment header: format version %d, this build reads %d", v, formatVersion)
+	v := le.Uint32(b[8:])
+	if v != 1 && v != formatVersion {
+		return segmentHeader{}, fmt.Errorf("segment header: format version %d, this build reads 1 and %d", v, formatVersion)
 	}
 	if checksum(b[:32]) != le.Uint32(b[32:]) {
 		return segmentHeader{}, errors.New("segment header: checksum mismatch")
@@ -99,7 +107,7 @@ func decodeSegmentHeader(b []byte) (segmentHeader, error) {
 	if flags&^segmentFresh != 0 || le.Uint32(b[36:]) != 0 {
 		return segmentHeader{}, fmt.Errorf("segment header: unknown flags %#x", flags)
 	}
-	return segmentHeader{seq: le.Uint64(b[16:]), first: le.Uint64(b[24:]), fresh: flags&segmentFresh != 0}, nil
+	return segmentHeader{version: v, seq: le.Uint64(b[16:]), first: le.Uint64(b[24:]), fresh: flags&segmentFresh != 0}, nil
 }
 
 var le = binary.LittleEndian
@@ -108,13 +116,13 @@ var le = binary.LittleEndian
 type recordHeader struct {
 	length uint32
 	crc    uint32
-	batch  uint64
+	tag    uint64
 	flags  uint32
 }
 
-// appendRecord appends l as one record of the batch starting at index
-// batch to buf.
-func appendRecord(buf []byte, l *raft.Log, batch uint64, end bool) []byte {
+// appendRecord appends l as one record, tagged tag (at most l's index),
+// to buf; end marks the last entry of its StoreLogs call.
+func appendRecord(buf []byte, l *raft.Log, tag uint64, end bool) []byte {
 	start := len(buf)
 	payloadLen := minPayload + len(l.Data) + len(l.Extensions)
 	buf = append(buf, make([]byte, recordHeaderSize)...)
@@ -138,7 +146,7 @@ func appendRecord(buf []byte, l *raft.Log, batch uint64, end bool) []byte {
 	h := buf[start:p]
 	le.PutUint32(h[0:], uint32(payloadLen))
 	le.PutUint32(h[4:], checksum(buf[p:]))
-	le.PutUint64(h[8:], batch)
+	le.PutUint64(h[8:], tag)
 	le.PutUint32(h[16:], flags)
 	le.PutUint32(h[20:], checksum(h[:20]))
 	return buf
@@ -153,7 +161,7 @@ func decodeRecordHeader(b []byte) (recordHeader, error) {
 	if checksum(b[:20]) != le.Uint32(b[20:]) {
 		return recordHeader{}, errors.New("record header check mismatch")
 	}
-	h := recordHeader{length: le.Uint32(b[0:]), crc: le.Uint32(b[4:]), batch: le.Uint64(b[8:]), flags: le.Uint32(b[16:])}
+	h := recordHeader{length: le.Uint32(b[0:]), crc: le.Uint32(b[4:]), tag: le.Uint64(b[8:]), flags: le.Uint32(b[16:])}
 	if h.length < minPayload {
 		return recordHeader{}, fmt.Errorf("record length %d below the minimum %d", h.length, minPayload)
 	}

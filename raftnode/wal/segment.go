@@ -22,6 +22,9 @@ type segment struct {
 	segmentHeader
 	offs []int64 // offs[i]: offset of the record of index first+i
 	size int64   // end of the last record: where the next one goes
+	// synced is how much of the file is known durable: size, but in the
+	// newest segment between an append and the syncer's next sync.
+	synced int64
 	// alloc is the file's size: past size it holds preallocated zeros
 	// (preallocate), which mark the end of the records as well as the
 	// file's end does.
@@ -80,14 +83,14 @@ type scan struct {
 	// and why.
 	bad int64
 	why error
-	// The batch tag of the last good record, and whether it ended its batch.
-	lastBatch uint64
-	lastEnd   bool
+	// The tag of the last good record, and whether it ended its batch.
+	lastTag uint64
+	lastEnd bool
 }
 
 // scanSegment reads and checks, in order, the records of the segment g
 // whose file has size bytes: each header, checksum, index (contiguous from
-// g.first) and batch tag. It stops at the first record that is not good.
+// g.first) and tag. It stops at the first record that is not good.
 func scanSegment(g *segment, size int64) (scan, error) {
 	sc := scan{end: segmentHeaderSize, bad: -1, lastEnd: true}
 	r := bufio.NewReaderSize(io.NewSectionReader(g.f, segmentHeaderSize, size-segmentHeaderSize), 1<<20)
@@ -126,13 +129,13 @@ func scanSegment(g *segment, size int64) (scan, error) {
 			return sc, fmt.Errorf("wal: read %s: %w", g.path, err)
 		}
 		want := g.first + uint64(len(sc.offs))
-		if err := checkRecord(h, payload, want, sc.lastBatch, sc.lastEnd); err != nil {
+		if err := checkRecord(g.version, h, payload, want, sc.lastTag, sc.lastEnd); err != nil {
 			sc.bad, sc.why = sc.end, err
 			return sc, nil
 		}
 		sc.offs = append(sc.offs, sc.end)
 		sc.end += recordHeaderSize + int64(h.length)
-		sc.lastBatch, sc.lastEnd = h.batch, h.flags&flagBatchEnd != 0
+		sc.lastTag, sc.lastEnd = h.tag, h.flags&flagBatchEnd != 0
 	}
 	return sc, nil
 }
@@ -162,11 +165,12 @@ func zeroFrom(f *os.File, off, size int64) (bool, error) {
 	return true, nil
 }
 
-// checkRecord checks a record whose header h is good: its payload's
-// checksum and encoding, that it holds index want, and that its batch tag
-// follows the previous record's (a record starts a batch, or continues an
-// unfinished one).
-func checkRecord(h recordHeader, payload []byte, want, prevBatch uint64, prevEnd bool) error {
+// checkRecord checks a record whose header h is good, in a segment of
+// format version: its payload's checksum and encoding, that it holds index
+// want, and its tag: at most its index; in version 1, where the tag is the
+// first index of the record's write, its own index (it starts a write) or
+// the previous record's tag (it continues an unfinished one).
+func checkRecord(version uint32, h recordHeader, payload []byte, want, prevTag uint64, prevEnd bool) error {
 	if checksum(payload) != h.crc {
 		return errors.New("record checksum mismatch")
 	}
@@ -177,19 +181,21 @@ func checkRecord(h recordHeader, payload []byte, want, prevBatch uint64, prevEnd
 	if l.Index != want {
 		return fmt.Errorf("record holds index %d, want %d", l.Index, want)
 	}
-	if h.batch != l.Index && (prevEnd || h.batch != prevBatch) {
-		return fmt.Errorf("record of index %d tagged with batch %d", l.Index, h.batch)
+	if h.tag > l.Index || (version == 1 && h.tag != l.Index && (prevEnd || h.tag != prevTag)) {
+		return fmt.Errorf("record of index %d tagged %d", l.Index, h.tag)
 	}
 	return nil
 }
 
 // tornTail decides whether the bad record at sc.bad of the newest segment
-// g (file size bytes) is the torn last write of a crash: then no good
-// record follows except records of that same write, which was never
-// synced, so never acknowledged. The last write starts at sc.bad or
-// continues the batch of the last good record; a good record of any other
-// batch after sc.bad means a later write exists, and the bad record is
-// damage. A torn tail returns nil; damage a *DamageError.
+// g (file size bytes) is part of the unsynced tail a crash tore: then every
+// good record after it was written while the bad record's index was not yet
+// durable (its tag is at most that index), so none of them was ever
+// acknowledged either. A good record written after that index was durable
+// (tagged past it) means the bad record was synced before: damage. With
+// version 1's tags (each write synced before the next) that is: only
+// records of the same write follow. A torn tail returns nil; damage a
+// *DamageError.
 func tornTail(g *segment, size int64, sc scan) error {
 	rest := make([]byte, size-sc.bad)
 	if _, err := g.f.ReadAt(rest, sc.bad); err != nil && !errors.Is(err, io.EOF) {
@@ -206,8 +212,7 @@ func tornTail(g *segment, size int64, sc scan) error {
 		if checksum(payload) != h.crc || decodePayload(payload, &l) != nil {
 			continue
 		}
-		sameWrite := l.Index > want && (h.batch == want || (!sc.lastEnd && h.batch == sc.lastBatch))
-		if !sameWrite {
+		if unsynced := l.Index > want && h.tag <= want; !unsynced {
 			return &DamageError{Path: g.path, Offset: sc.bad, Reason: fmt.Sprintf("%v, and a good record (index %d) follows at offset %d", sc.why, l.Index, sc.bad+int64(i))}
 		}
 	}

@@ -136,7 +136,7 @@ func encodeSlot(seq uint64, kv map[string][]byte) []byte {
 	slices.Sort(keys)
 	b := make([]byte, stableHeaderSize, stableHeaderSize+64)
 	copy(b, stableMagic)
-	le.PutUint32(b[8:], formatVersion)
+	le.PutUint32(b[8:], stableVersion)
 	le.PutUint64(b[16:], seq)
 	b = le.AppendUint32(b, uint32(len(keys)))
 	for _, k := range keys {
@@ -154,8 +154,8 @@ func decodeSlot(b []byte) (uint64, map[string][]byte, error) {
 	if len(b) < stableHeaderSize+8 || string(b[:8]) != stableMagic {
 		return 0, nil, errors.New("not a cairn stable slot")
 	}
-	if v := le.Uint32(b[8:]); v != formatVersion {
-		return 0, nil, fmt.Errorf("stable slot format version %d, this build reads %d", v, formatVersion)
+	if v := le.Uint32(b[8:]); v != stableVersion {
+		return 0, nil, fmt.Errorf("stable slot format version %d, this build reads %d", v, stableVersion)
 	}
 	n := uint64(le.Uint32(b[12:]))
 	if n > uint64(len(b)-stableHeaderSize-4) {

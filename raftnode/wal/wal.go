@@ -1,7 +1,8 @@
 // Package wal is Raft's log and stable store: a write-ahead log of
-// segment files that appends each StoreLogs batch with one write and one
-// fdatasync (raft-boltdb's bbolt commit takes two, plus its B+tree), and a
-// small stable file replaced atomically. It implements hashicorp/raft's
+// segment files that appends each StoreLogs batch with one write, synced
+// in the background with one fdatasync for however many appends came
+// meanwhile (durable.go; raft-boltdb's bbolt commit took two per append,
+// plus its B+tree), and a small stable file overwritten in place. It implements hashicorp/raft's
 // LogStore and StableStore (MonotonicLogStore too, answering no:
 // IsMonotonic). The formats are in record.go, recovery in segment.go;
 // DESIGN.md in raftnode says what the node relies on.
@@ -36,11 +37,21 @@ type Options struct {
 	// none). An append past a gap starts the log again only if that
 	// snapshot covers every index before it; nil refuses every gap.
 	SnapshotIndex func() (uint64, error)
+	// SyncInline, when set and true, has StoreLogs sync an append itself
+	// before it returns rather than leave it to the syncer: where nothing
+	// would run meanwhile that a background sync could overlap (a Raft
+	// follower answers an append only once it is durable), it spares two
+	// goroutine hand-offs.
+	SyncInline func() bool
+	// BeforeSync, for tests, is called by the background syncer before
+	// each fdatasync (outside the writers' lock: appends go on).
+	BeforeSync func()
 }
 
 // Store is the log and stable store of one node, in one directory. Its
 // methods are safe for concurrent use: writes are serialized, and reads
-// run alongside them (a read sees an entry only once it is synced).
+// run alongside them (a read sees an entry once it is written; it is
+// durable once WaitDurable says so).
 type Store struct {
 	dir  string
 	opts Options
@@ -51,6 +62,15 @@ type Store struct {
 	// failed is why the store refuses writes: a write or sync failed and
 	// the file's state is unknown. Only a restart (recovery) clears it.
 	failed error
+	// epoch counts the changes to the newest segment other than appends
+	// (cuts, removals), so that the syncer can tell that what it synced
+	// may be gone (under wmu).
+	epoch uint64
+
+	dur                    durability
+	kick                   chan struct{} // wakes the syncer
+	stopSyncer, syncerDone chan struct{}
+	closeOnce              sync.Once
 	// noPrealloc: the file system cannot preallocate; appends grow files.
 	noPrealloc bool
 
@@ -96,6 +116,25 @@ func Open(dir string, opts Options) (*Store, error) {
 	if s.first != 0 {
 		s.last = s.segs[len(s.segs)-1].last()
 	}
+	// What the log holds may be only in the page cache (the node was
+	// killed before its last sync): sync it before counting it durable.
+	if len(s.segs) > 0 && !opts.NoSync {
+		if err := syncData(s.segs[len(s.segs)-1].f); err != nil {
+			s.closeFiles()
+			return nil, fmt.Errorf("wal: sync %s: %w", s.segs[len(s.segs)-1].path, err)
+		}
+	}
+	for _, g := range s.segs {
+		g.synced = g.size
+	}
+	s.dur.init(s.last)
+	s.kick = make(chan struct{}, 1)
+	s.stopSyncer, s.syncerDone = make(chan struct{}), make(chan struct{})
+	if opts.NoSync {
+		close(s.syncerDone)
+	} else {
+		go s.syncLoop()
+	}
 	return s, nil
 }
 
@@ -106,11 +145,17 @@ func SyncDir(dir string) error { return syncDir(dir) }
 // Notes returns what Open repaired, one line each, for the node's log.
 func (s *Store) Notes() []string { return s.notes }
 
-// Close closes the store's files. Nothing is buffered: every write was
-// synced when it returned.
+// Close stops the syncer, syncs what was written, and closes the store's
+// files.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { close(s.stopSyncer) })
+	<-s.syncerDone
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	var err error
+	if s.failed == nil {
+		err = s.syncTail()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closeFiles()
@@ -119,9 +164,9 @@ func (s *Store) Close() error {
 	s.stable.close()
 	s.stable.mu.Unlock()
 	if s.failed == nil {
-		s.failed = errors.New("wal: closed")
+		s.fail(errors.New("wal: closed"))
 	}
-	return nil
+	return err
 }
 
 func (s *Store) closeFiles() {
@@ -182,11 +227,13 @@ func (s *Store) GetLog(index uint64, l *raft.Log) error {
 func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
 // StoreLogs appends entries, which must be contiguous and come after the
-// last entry, with one write and one fdatasync. Entries that leave a gap
-// after the last one start the log again when a snapshot covers the gap
-// (Options.SnapshotIndex): the older entries are deleted first, durably. It returns once they are durable, or with an error and
-// nothing appended. A failed sync leaves the file in an unknown state:
-// the store then refuses every write until the node restarts.
+// last entry, with one write. It returns once they are written, or with an
+// error and nothing appended; the syncer makes them durable (WaitDurable),
+// except configuration entries, which are durable when it returns. Entries
+// that leave a gap after the last one start the log again when a snapshot
+// covers the gap (Options.SnapshotIndex): the older entries are deleted
+// first, durably. A failed sync leaves the file in an unknown state: the
+// store then refuses every write until the node restarts.
 func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
@@ -233,9 +280,12 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	}
 	buf := s.buf[:0]
 	offs := make([]int64, len(logs))
+	tag := min(first, s.dur.nextTag())
+	configuration := false
 	for i, l := range logs {
 		offs[i] = g.size + int64(len(buf))
-		buf = appendRecord(buf, l, first, i == len(logs)-1)
+		buf = appendRecord(buf, l, tag, i == len(logs)-1)
+		configuration = configuration || l.Type == raft.LogConfiguration
 	}
 	s.buf = buf
 	if cap(buf) > maxKeptBuffer {
@@ -246,8 +296,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		// Cut what may have been written; if even that fails, the file's
 		// end is unknown.
 		if terr := g.f.Truncate(g.size); terr != nil {
-			s.failed = fmt.Errorf("wal: append to %s failed (%w) and cutting it back failed too (%v): restart the node", g.path, err, terr)
-			return s.failed
+			return s.fail(fmt.Errorf("wal: append to %s failed (%w) and cutting it back failed too (%v): restart the node", g.path, err, terr))
 		}
 		// The cut must be durable before the caller hears that nothing was
 		// appended: pages of the failed write that reached the disk would
@@ -255,18 +304,11 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		// Raft could commit an entry whose writer was told it failed.
 		if !s.opts.NoSync {
 			if serr := syncData(g.f); serr != nil {
-				s.failed = fmt.Errorf("wal: append to %s failed (%w) and syncing its cut failed too (%v): restart the node", g.path, err, serr)
-				return s.failed
+				return s.fail(fmt.Errorf("wal: append to %s failed (%w) and syncing its cut failed too (%v): restart the node", g.path, err, serr))
 			}
 		}
 		g.alloc = g.size
 		return fmt.Errorf("wal: append to %s: %w", g.path, err)
-	}
-	if !s.opts.NoSync {
-		if err := syncData(g.f); err != nil {
-			s.failed = fmt.Errorf("wal: sync %s: %w (the log refuses writes until the node restarts)", g.path, err)
-			return s.failed
-		}
 	}
 	s.mu.Lock()
 	g.offs = append(g.offs, offs...)
@@ -276,6 +318,11 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	}
 	s.last = logs[len(logs)-1].Index
 	s.mu.Unlock()
+	s.dur.wrote(s.last)
+	if configuration || s.opts.NoSync || (s.opts.SyncInline != nil && s.opts.SyncInline()) {
+		return s.syncTail()
+	}
+	s.kickSync()
 	return nil
 }
 
@@ -327,22 +374,28 @@ func (s *Store) preallocate(g *segment, end int64) {
 }
 
 // tailFor returns the segment an append starting at index first goes to,
-// starting a new segment when there is none, the last is full, or the
-// log is empty and the last (empty) segment starts elsewhere.
+// starting a new segment when there is none, the last is full or of an
+// older format version, or the log is empty and the last (empty) segment
+// starts elsewhere. The segment a new one follows is synced first: only
+// the newest may hold unsynced records (durable.go).
 func (s *Store) tailFor(first uint64) (*segment, error) {
 	if n := len(s.segs); n > 0 {
 		g := s.segs[n-1]
 		switch {
 		case len(g.offs) == 0 && g.first == first:
 			return g, nil
-		case len(g.offs) > 0 && g.size < s.opts.SegmentSize:
+		case len(g.offs) > 0 && g.size < s.opts.SegmentSize && g.version == formatVersion:
 			return g, nil
 		case len(g.offs) == 0:
 			// An empty segment of an empty log, starting elsewhere (an
 			// append failed after creating it): replace it.
+			s.epoch++
 			if err := s.removeSegments([]*segment{g}); err != nil {
-				s.failed = fmt.Errorf("%w (the log refuses writes until the node restarts)", err)
-				return nil, s.failed
+				return nil, s.fail(fmt.Errorf("%w (the log refuses writes until the node restarts)", err))
+			}
+		default:
+			if err := s.syncTail(); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -353,7 +406,7 @@ func (s *Store) tailFor(first uint64) (*segment, error) {
 // header written and synced under a temporary name, renamed, the
 // directory synced) and appends it to the log.
 func (s *Store) newSegment(first uint64) (*segment, error) {
-	h := segmentHeader{seq: s.nextSeq, first: first, fresh: s.last == 0}
+	h := segmentHeader{version: formatVersion, seq: s.nextSeq, first: first, fresh: s.last == 0}
 	path := filepath.Join(s.dir, segmentName(first))
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -379,12 +432,11 @@ func (s *Store) newSegment(first uint64) (*segment, error) {
 	if !s.opts.NoSync {
 		if err := syncDir(s.dir); err != nil {
 			_ = f.Close()
-			s.failed = fmt.Errorf("wal: sync %s after creating %s: %w (the log refuses writes until the node restarts)", s.dir, path, err)
-			return nil, s.failed
+			return nil, s.fail(fmt.Errorf("wal: sync %s after creating %s: %w (the log refuses writes until the node restarts)", s.dir, path, err))
 		}
 	}
 	s.nextSeq++
-	g := &segment{path: path, f: f, segmentHeader: h, size: segmentHeaderSize, alloc: segmentHeaderSize}
+	g := &segment{path: path, f: f, segmentHeader: h, size: segmentHeaderSize, alloc: segmentHeaderSize, synced: segmentHeaderSize}
 	s.mu.Lock()
 	s.segs = append(s.segs, g)
 	s.mu.Unlock()

@@ -315,7 +315,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		b := appendRecord(nil, l, l.Index, true)
 		var got raft.Log
 		h, err := decodeRecord(b, &got)
-		if err != nil || h.batch != l.Index || h.flags != flagBatchEnd {
+		if err != nil || h.tag != l.Index || h.flags != flagBatchEnd {
 			t.Fatalf("decode: %v %+v", err, h)
 		}
 		if got.Index != l.Index || got.Term != l.Term || got.Type != l.Type || !bytes.Equal(got.Data, l.Data) ||
