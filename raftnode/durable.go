@@ -26,7 +26,16 @@ import (
 //
 // Committed, an entry is then durable on the leader and on enough
 // followers to make a majority. Configuration entries, whose commitment
-// Raft acts on by itself, are synced before StoreLogs returns.
+// Raft acts on by itself, are synced before StoreLogs returns. Barriers
+// and no-ops, which Raft answers without the FSM, carry no state.
+//
+// The wait in syncedConn is per connection, so a heartbeat's answer also
+// waits for a sync in progress (on a follower, which syncs inline, at most
+// the one its main loop is running): a read's leadership check may take
+// that much longer, and followers whose every fdatasync stalls for longer
+// than the leader lease make the leader step down where their heartbeats
+// used to keep it. Telling heartbeats apart per RPC would put a goroutine
+// hand-off on every append's answer instead.
 
 // following reports whether this node is not Raft's leader: its log then
 // syncs appends as it takes them (wal.Options.SyncInline), since its

@@ -1,8 +1,9 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
-	"math"
+	"os"
 	"sync"
 )
 
@@ -11,13 +12,14 @@ import (
 // once when they come faster than a sync) and advances the durable index.
 // hashicorp/raft's leader sends entries to its followers only after
 // StoreLogs returns: this way its own sync runs while they write theirs,
-// as etcd's leader does, instead of before. An entry counts for nothing
-// until it is durable, and the callers see to that with WaitDurable and
-// Synced (raftnode/DESIGN.md, "Writes"): the FSM applies no entry that is
-// not durable here, a follower acknowledges no append before it is, and
-// the leader tells no follower an entry is committed before it is durable
-// on the leader. Configuration entries, whose commitment hashicorp/raft
-// acts on by itself, are synced before StoreLogs returns.
+// as etcd's leader does, instead of before. No command counts until it is
+// durable, and the callers see to that with WaitDurable and Synced
+// (raftnode/DESIGN.md, "Background sync"): the FSM applies no entry that
+// is not durable here, a node answers no append before it is, and the
+// leader tells no follower an entry is committed before it is durable on
+// the leader. Configuration entries, whose commitment hashicorp/raft acts
+// on by itself, are synced before StoreLogs returns. (Barriers and no-ops
+// carry no state: Raft answers them without the FSM.)
 //
 // Only the newest segment can hold unsynced records: starting a new one
 // syncs the one before. The records say which indexes were not yet durable
@@ -100,8 +102,14 @@ func (s *Store) WaitDurable(index uint64) error {
 	return nil
 }
 
-// Synced blocks until every entry written so far is durable (WaitDurable).
-func (s *Store) Synced() error { return s.WaitDurable(math.MaxUint64) }
+// Synced blocks until every entry written when it is called is durable
+// (WaitDurable): appends made meanwhile do not hold it back.
+func (s *Store) Synced() error {
+	s.dur.mu.Lock()
+	written := s.dur.written
+	s.dur.mu.Unlock()
+	return s.WaitDurable(written)
+}
 
 // Durable returns the index up to which every entry is durable.
 func (s *Store) Durable() uint64 {
@@ -143,8 +151,8 @@ func (s *Store) syncOnce() {
 	g := s.segs[len(s.segs)-1]
 	target, end, epoch := s.last, g.size, s.epoch
 	if g.synced >= end {
+		s.dur.advance(target) // under wmu: no deletion comes between
 		s.wmu.Unlock()
-		s.dur.advance(target)
 		return
 	}
 	s.wmu.Unlock()
@@ -154,14 +162,17 @@ func (s *Store) syncOnce() {
 	err := syncData(g.f)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.epoch != epoch {
-		// The newest segment was cut or removed meanwhile: what was
-		// captured may be gone, and the sync may have failed for it.
-		s.kickSync()
+	if err != nil && !(s.epoch != epoch && errors.Is(err, os.ErrClosed)) {
+		// Any failure but that of a file removed meanwhile: a failed
+		// fdatasync may have dropped written pages, which a later sync of
+		// the same file would not report.
+		s.fail(fmt.Errorf("wal: sync %s: %w (the log refuses writes until the node restarts)", g.path, err))
 		return
 	}
-	if err != nil {
-		s.fail(fmt.Errorf("wal: sync %s: %w (the log refuses writes until the node restarts)", g.path, err))
+	if s.epoch != epoch {
+		// The newest segment was cut or removed meanwhile: what was
+		// captured may be gone. Sync what is there now.
+		s.kickSync()
 		return
 	}
 	g.synced = max(g.synced, end)

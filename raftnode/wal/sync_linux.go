@@ -7,14 +7,25 @@ import (
 )
 
 // syncData makes f's data durable: fdatasync, which skips metadata that
-// reading the data does not need (timestamps).
+// reading the data does not need (timestamps). It holds f open while it
+// runs (the syncer runs it as the file may be closed): a file closed
+// before fails with os.ErrClosed.
 func syncData(f *os.File) error {
-	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
-			return err
-		}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
 	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			if serr = unix.Fdatasync(int(fd)); serr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // preallocate extends f to size bytes of allocated zeros (fallocate): an

@@ -382,13 +382,13 @@ func (s *Store) tailFor(first uint64) (*segment, error) {
 	if n := len(s.segs); n > 0 {
 		g := s.segs[n-1]
 		switch {
-		case len(g.offs) == 0 && g.first == first:
+		case len(g.offs) == 0 && g.first == first && g.version == formatVersion:
 			return g, nil
 		case len(g.offs) > 0 && g.size < s.opts.SegmentSize && g.version == formatVersion:
 			return g, nil
 		case len(g.offs) == 0:
 			// An empty segment of an empty log, starting elsewhere (an
-			// append failed after creating it): replace it.
+			// append failed after creating it) or of format 1: replace it.
 			s.epoch++
 			if err := s.removeSegments([]*segment{g}); err != nil {
 				return nil, s.fail(fmt.Errorf("%w (the log refuses writes until the node restarts)", err))
