@@ -146,9 +146,15 @@ func startDiskCluster(t *testing.T, ns string, tmpfsSize int, n3Flags ...string)
 // (linearizable ones too) and deletes go on, even once the disk is full
 // to the last byte; after space is freed, writes succeed again without a
 // restart, nothing acknowledged is lost, and the three state hashes match.
+//
+// The reserve must exceed the largest step by which the node's files grow
+// at once, or one step can take the disk from above the reserve to full:
+// bbolt doubles a state database of up to 16 MiB (4 MiB to 8 MiB here,
+// as the writes below grow it), and the log preallocates 1 MiB. With a
+// reserve of 4 MiB this test failed about one run in three.
 func TestDiskFullRefusesWrites(t *testing.T) {
-	const ns, reserve = "disk", 4 << 20
-	nodes := startDiskCluster(t, ns, 24<<20, "--min-free-disk-bytes", strconv.Itoa(reserve))
+	const ns, reserve = "disk", 8 << 20
+	nodes := startDiskCluster(t, ns, 32<<20, "--min-free-disk-bytes", strconv.Itoa(reserve))
 	n1, n3 := nodes[0], nodes[2]
 	// n3 follows, as the test means: bbolt grows state.db in steps (to the
 	// next power of two) larger than the headroom left below, so a leader
