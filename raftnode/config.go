@@ -60,6 +60,9 @@ type Config struct {
 	// beforeSync, for tests, is called before each background sync of the
 	// log (wal.Options.BeforeSync).
 	beforeSync func()
+	// beforeRestore, for tests, is called before the FSM restores a
+	// snapshot (an install from the leader included).
+	beforeRestore func()
 
 	// LogOutput receives Raft's log lines; nil means os.Stderr.
 	LogOutput io.Writer

@@ -45,11 +45,19 @@ func (n *Node) following() bool {
 	return r != nil && r.State() != raft.Leader
 }
 
+// leading reports whether this node is Raft's leader, for what Raft's own
+// goroutines call (holdingLogStore).
+func (n *Node) leading() bool {
+	r := n.started.Load()
+	return r != nil && r.State() == raft.Leader
+}
+
 // durableTransport caps the commit index the leader sends at its log's
 // durable index.
 type durableTransport struct {
 	*raft.NetworkTransport
 	store *wal.Store
+	hold  *compactionHold // snapshots being sent (holdback.go)
 }
 
 func (t durableTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {

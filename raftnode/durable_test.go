@@ -1,9 +1,7 @@
 package raftnode
 
 import (
-	"fmt"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,40 +19,21 @@ import (
 // the commit index it sends its followers stays below the entry, so they
 // apply nothing either. Released, the writes complete everywhere.
 func TestLeaderSyncOverlapsReplication(t *testing.T) {
-	root := t.TempDir()
 	var held atomic.Value // the ID of the member whose background syncs wait
 	held.Store("")
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	open := func() { releaseOnce.Do(func() { close(release) }) }
-	g := &group{}
-	t.Cleanup(func() {
-		open()
-		for _, m := range g.members {
-			m.stop()
-		}
-	})
-	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("node%d", i)
-		dir := filepath.Join(root, id)
-		cfg := testConfig(id, dir, "127.0.0.1:0")
+	g := mustStartGroupWith(t, 3, func(cfg *Config) {
 		cfg.NoSync = false
+		id := cfg.ID
 		cfg.beforeSync = func() {
 			if held.Load() == id {
 				<-release
 			}
 		}
-		g.members = append(g.members, mustStartMember(t, cfg, dir))
-	}
-	var servers []Server
-	for _, m := range g.members {
-		servers = append(servers, Server{ID: m.id, Address: m.node.RaftAddr(), Voter: true})
-	}
-	for _, m := range g.members {
-		if err := m.node.Bootstrap(servers); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
+	t.Cleanup(open) // after the group's cleanup is registered: runs first
 	mustApply(t, g, putNamespace("ns"))
 	l := g.leader(t)
 	fs := g.followers(t)

@@ -80,6 +80,9 @@ func (m *machine) Snapshot() (raft.FSMSnapshot, error) {
 
 func (m *machine) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	if m.n.cfg.beforeRestore != nil {
+		m.n.cfg.beforeRestore()
+	}
 	if err := m.n.fsm.Restore(rc); err != nil {
 		return err
 	}

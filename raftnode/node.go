@@ -47,6 +47,7 @@ type Node struct {
 	// started is raft once NewRaft has returned, for what Raft's own
 	// goroutines call before then (following).
 	started atomic.Pointer[raft.Raft]
+	hold    compactionHold // the log kept for snapshots sent (holdback.go)
 
 	stop         chan struct{} // closed by Shutdown before Raft stops: ends storage retries
 	shutdownOnce sync.Once
@@ -152,10 +153,11 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	// The leader reads back every entry it sends to followers; the cache
 	// serves the recent ones from memory instead of decoding them from
 	// the log store again (Consul keeps 512 too).
-	if n.logs, err = raft.NewLogCache(logCacheEntries, n.store); err != nil {
+	held := holdingLogStore{LogStore: n.store, hold: &n.hold, leading: n.leading, log: logger.Info}
+	if n.logs, err = raft.NewLogCache(logCacheEntries, held); err != nil {
 		return nil, fmt.Errorf("raftnode: log cache: %w", err)
 	}
-	n.raft, err = raft.NewRaft(rc, &machine{n: n}, n.logs, n.store, n.snaps, durableTransport{NetworkTransport: n.trans, store: n.store})
+	n.raft, err = raft.NewRaft(rc, &machine{n: n}, n.logs, n.store, n.snaps, durableTransport{NetworkTransport: n.trans, store: n.store, hold: &n.hold})
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: %w", err)
 	}

@@ -86,6 +86,13 @@ type group struct {
 // with the same configuration.
 func mustStartGroup(t testing.TB, n int) *group {
 	t.Helper()
+	return mustStartGroupWith(t, n, nil)
+}
+
+// mustStartGroupWith is mustStartGroup with each member's configuration
+// changed by change (nil: none).
+func mustStartGroupWith(t testing.TB, n int, change func(*Config)) *group {
+	t.Helper()
 	root := t.TempDir() // first: its removal must run after the members stop
 	g := &group{}
 	t.Cleanup(func() {
@@ -102,7 +109,11 @@ func mustStartGroup(t testing.TB, n int) *group {
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("node%d", i)
 		dir := filepath.Join(root, id)
-		g.members = append(g.members, mustStartMember(t, testConfig(id, dir, "127.0.0.1:0"), dir))
+		cfg := testConfig(id, dir, "127.0.0.1:0")
+		if change != nil {
+			change(&cfg)
+		}
+		g.members = append(g.members, mustStartMember(t, cfg, dir))
 	}
 	var servers []Server
 	for _, m := range g.members {

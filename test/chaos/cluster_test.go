@@ -21,16 +21,15 @@ import (
 
 // Snapshot settings of every node: low, so that snapshots and log
 // compaction happen many times in a run, and a node that was down for a
-// few seconds must catch up from a snapshot. The trailing logs must still
-// cover the writes made while a follower installs a snapshot (a second or
-// two here): a leader that has compacted past the snapshot it sent cannot
-// send the entries after it, and sends a newer snapshot instead, for as
-// long as writes outpace installs (hashicorp/raft; with 64 trailing logs
-// the long run's members livelocked so once writes got faster).
+// few seconds must catch up from a snapshot. Far fewer trailing logs than
+// the writes made while a follower installs a snapshot (a second or two
+// here): the leader must keep its log from the snapshot it sent on
+// (raftnode/holdback.go). Without that, the long run's members once
+// livelocked, sent one newer snapshot after another.
 const (
 	snapshotThreshold = "256"
 	snapshotInterval  = "1s"
-	trailingLogs      = "2048"
+	trailingLogs      = "64"
 )
 
 // node is one `cairn serve` process behind two proxies: one in front of
