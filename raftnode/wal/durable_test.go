@@ -183,24 +183,6 @@ func recordOffset(s *Store, i uint64) (string, int64) {
 	return filepath.Base(g.path), off
 }
 
-// corrupt flips a byte inside the payload of the record at off.
-func corrupt(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	at := off + recordHeaderSize + 3
-	if _, err := f.ReadAt(b, at); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xFF
-	if _, err := f.WriteAt(b, at); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestTornUnsyncedWrites: appends go on while earlier ones are unsynced,
 // so a power loss can tear a write with later, intact writes after it.
@@ -220,7 +202,7 @@ func TestTornUnsyncedWrites(t *testing.T) {
 	name, off := recordOffset(s, 3)
 
 	torn := crashCopy(t, dir)
-	corrupt(t, filepath.Join(torn, name), off)
+	flip(t, filepath.Join(torn, name), off+recordHeaderSize+3) // inside the record's payload
 	r := mustOpen(t, torn, Options{})
 	wantCommands(t, r, 1, 2)
 	if n := r.Notes(); len(n) != 1 || !strings.Contains(n[0], "torn write") {
@@ -232,7 +214,7 @@ func TestTornUnsyncedWrites(t *testing.T) {
 	gate.passUntil(t, s, 6)
 	mustStore(t, s, commands(7, 8))
 	damaged := crashCopy(t, dir)
-	corrupt(t, filepath.Join(damaged, name), off)
+	flip(t, filepath.Join(damaged, name), off+recordHeaderSize+3)
 	_, err := Open(damaged, Options{})
 	var de *DamageError
 	if !errors.As(err, &de) {
