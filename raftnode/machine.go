@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"fmt"
 	"io"
 
 	"github.com/cairndb/cairn/fsm"
@@ -48,7 +49,7 @@ func (m *machine) ApplyBatch(logs []*raft.Log) []interface{} {
 	last := logs[len(logs)-1].Index
 	apply := func() ([]fsm.Result, error) {
 		if err := m.n.store.WaitDurable(last); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("the Raft log cannot make entries up to %d durable, and this node applies nothing more until it restarts: %w", last, err)
 		}
 		return m.n.fsm.ApplyBatch(entries)
 	}
