@@ -16,10 +16,12 @@ import (
 // it has compacted past the snapshot it sent, cannot send the entries after
 // it ("failed to get log"), and sends a newer snapshot, for as long as
 // writes outpace installs: the follower never catches up. The hold makes
-// compaction on the leader stop at the oldest held index (holdingLogStore);
-// it ends holdAfterInstall (or as long as the install took, if longer)
-// after the install, and in any case maxHold after it started, so that a
-// follower that stalls cannot make the log grow without bound.
+// compaction on the leader stop before the oldest held index
+// (holdingLogStore); it ends with a send that fails (Raft sends its newest
+// snapshot again, a follower that is down holds nothing back),
+// holdAfterInstall (or as long as the install took, if longer) after an
+// install, and in any case maxHold after it started, so that a follower
+// that stalls cannot make the log grow without bound.
 const (
 	holdAfterInstall = 30 * time.Second
 	maxHold          = 30 * time.Minute
@@ -30,7 +32,7 @@ const (
 type compactionHold struct {
 	mu       sync.Mutex
 	holds    map[raft.ServerID]snapshotHold
-	installs int // snapshots sent (sent)
+	installs int // snapshots installed (installed)
 }
 
 type snapshotHold struct {
@@ -39,8 +41,9 @@ type snapshotHold struct {
 }
 
 // begin holds the entries from index on for a snapshot sent to id whose
-// last entry is index, and returns what ends the install.
-func (h *compactionHold) begin(id raft.ServerID, index uint64) (done func()) {
+// last entry is index, and returns what ends the send, saying whether the
+// follower installed it.
+func (h *compactionHold) begin(id raft.ServerID, index uint64) (done func(installed bool)) {
 	start := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -48,19 +51,25 @@ func (h *compactionHold) begin(id raft.ServerID, index uint64) (done func()) {
 		h.holds = make(map[raft.ServerID]snapshotHold)
 	}
 	h.holds[id] = snapshotHold{keep: index, start: start}
-	h.installs++
-	return func() {
+	return func(installed bool) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if cur, ok := h.holds[id]; ok && cur.start.Equal(start) {
-			cur.end = time.Now()
-			h.holds[id] = cur
+		cur, ok := h.holds[id]
+		if !ok || !cur.start.Equal(start) {
+			return
 		}
+		if !installed { // Raft sends its newest snapshot again, held anew
+			delete(h.holds, id)
+			return
+		}
+		h.installs++
+		cur.end = time.Now()
+		h.holds[id] = cur
 	}
 }
 
-// sent returns how many snapshots were sent.
-func (h *compactionHold) sent() int {
+// installed returns how many snapshots followers installed.
+func (h *compactionHold) installed() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.installs
@@ -120,6 +129,7 @@ func (s holdingLogStore) DeleteRange(min, max uint64) error {
 // InstallSnapshot sends a snapshot, holding the entries after it.
 func (t durableTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
 	done := t.hold.begin(id, args.LastLogIndex)
-	defer done()
-	return t.NetworkTransport.InstallSnapshot(id, target, args, resp, data)
+	err := t.NetworkTransport.InstallSnapshot(id, target, args, resp, data)
+	done(err == nil && resp.Success)
+	return err
 }

@@ -59,9 +59,9 @@ func TestSnapshotInstallUnderWrites(t *testing.T) {
 	cfg.beforeRestore = func() { time.Sleep(300 * time.Millisecond) }
 	*f = *mustStartMember(t, cfg, f.dir)
 	waitFor(t, waitLong, "the follower to catch up with the leader while writes go on", func() bool {
-		return l.node.hold.sent() > 0 && f.node.raft.LastIndex() >= l.node.raft.CommitIndex()
+		return l.node.hold.installed() > 0 && f.node.raft.LastIndex() >= l.node.raft.CommitIndex()
 	})
-	if n := l.node.hold.sent(); n > 2 {
-		t.Fatalf("the leader sent %d snapshots to catch one follower up", n)
+	if n := l.node.hold.installed(); n > 2 {
+		t.Fatalf("the follower installed %d snapshots to catch up", n)
 	}
 }

@@ -183,7 +183,6 @@ func recordOffset(s *Store, i uint64) (string, int64) {
 	return filepath.Base(g.path), off
 }
 
-
 // TestTornUnsyncedWrites: appends go on while earlier ones are unsynced,
 // so a power loss can tear a write with later, intact writes after it.
 // Those later writes were made while the torn one was not yet durable,
