@@ -54,9 +54,18 @@ func TestSnapshotInstallUnderWrites(t *testing.T) {
 
 	cfg := testConfig(f.id, f.dir, addr)
 	frequent(&cfg)
-	// A slow install: hundreds of writes, and several snapshots and
-	// compactions on the leader, happen while it runs.
-	cfg.beforeRestore = func() { time.Sleep(300 * time.Millisecond) }
+	// A slow install: it restores only once 200 more writes, and so
+	// several snapshots and compactions on the leader, have happened
+	// while it ran (or 10 s have passed).
+	cfg.beforeRestore = func() {
+		from := l.node.raft.LastIndex()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.Now().Add(10 * time.Second)
+		for l.node.raft.LastIndex() < from+200 && time.Now().Before(deadline) {
+			<-tick.C
+		}
+	}
 	*f = *mustStartMember(t, cfg, f.dir)
 	waitFor(t, waitLong, "the follower to catch up with the leader while writes go on", func() bool {
 		return l.node.hold.installed() > 0 && f.node.raft.LastIndex() >= l.node.raft.CommitIndex()
