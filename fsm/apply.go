@@ -33,36 +33,82 @@ type Result struct {
 	Err    error
 }
 
-// ApplyBatch applies entries in one database transaction that also records
-// the last applied index, and returns one Result per entry. Entries at or
-// below the recorded applied index are skipped: after a restart Raft hands
-// them over again, and they must not apply twice.
+// ApplyBatch applies entries and returns one Result per entry. Entries at
+// or below the applied index are skipped: after a restart Raft hands them
+// over again, and they must not apply twice.
+//
+// Batches go into one open database transaction, which also records the
+// applied index, and are committed together: when a query or a snapshot
+// needs the state (they commit first, so they see every applied batch),
+// or before a batch once commitEntries entries or commitBytes of commands
+// are waiting. A crash loses only what was not committed, and Raft hands
+// it over again from the applied index the file holds.
 //
 // A command that fails after it has written (a transaction over its
-// quota, say) cannot be undone piecemeal: the whole transaction is rolled
-// back and the batch applied again with that command answered by its
-// error, so a failed command never leaves a trace.
+// quota, say) cannot be undone piecemeal: the transaction is rolled back,
+// the batches before it in the transaction are applied again, and the
+// batch is applied again with that command answered by its error, so a
+// failed command never leaves a trace.
 //
 // ApplyBatch panics when an entry cannot be decoded or names a command this
 // build does not know: a replica that stops is better than one that
-// diverges. When the database cannot be written (a full disk, an I/O
-// error) it returns an error wrapping ErrStorage and has changed nothing,
-// neither the state nor the applied index: the caller applies the same
-// entries again once the cause is gone.
+// diverges (the batches before it are committed first). When the database
+// cannot be written (a full disk, an I/O error) it returns an error
+// wrapping ErrStorage and has applied nothing of entries, and the batches
+// applied before stay applied: the caller applies the same entries again
+// once the cause is gone.
 func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
 		panic("fsm: ApplyBatch after Close")
 	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	defer func() {
+		if p := recover(); p != nil {
+			// An entry this build cannot apply stops the node (decodeCommand):
+			// drop this batch's writes and keep the batches before it, which
+			// were answered.
+			if f.wtx != nil {
+				_ = f.wtx.Rollback()
+				f.wtx = nil
+			}
+			_ = f.commitLocked()
+			panic(p)
+		}
+	}()
+	// Commit what earlier batches left before this one goes in, so that a
+	// failed commit never concerns the batch the caller will retry.
+	if f.pendingEntries >= commitEntries || f.pendingBytes >= commitBytes {
+		if err := f.commitLocked(); err != nil {
+			return nil, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
+		}
+	}
 	failed := make([]error, len(entries)) // commands that failed after writing
 	for {
-		results, changes, last, applies, err := f.applyOnce(entries, failed)
-		if errors.Is(err, errRedo) {
-			continue
-		}
-		if err != nil {
+		if err := f.beginLocked(); err != nil {
 			return nil, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
+		}
+		results, changes, last, applies, err := applyIn(f.wtx, entries, failed)
+		if err != nil {
+			// A command failed after writing (errRedo), or the database
+			// refused a write: roll back every batch not yet committed, and
+			// apply them again (beginLocked) before this one.
+			_ = f.wtx.Rollback()
+			f.wtx = nil
+			if errors.Is(err, errRedo) {
+				continue
+			}
+			return nil, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
+		}
+		if last > f.applied.Load() {
+			f.pending = append(f.pending, pendingBatch{entries: entries, failed: failed})
+			f.pendingEntries += len(entries)
+			for _, e := range entries {
+				f.pendingBytes += len(e.Data)
+			}
+			f.dirty.Store(true)
 		}
 		f.applied.Store(last)
 		f.applies.Add(applies)
@@ -76,11 +122,88 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 // errRedo rolls a batch's transaction back so it can be applied again.
 var errRedo = errors.New("fsm: redo batch")
 
-func (f *FSM) applyOnce(entries []Entry, failed []error) ([]Result, []ChangeSet, uint64, uint64, error) {
+// Batches stay in one open write transaction until a query needs them,
+// a snapshot is taken, or this much has been applied since the last
+// commit.
+const (
+	commitEntries = 1024
+	commitBytes   = 16 << 20
+)
+
+// pendingBatch is a batch applied in the open write transaction and not
+// yet committed, kept to be applied again if that transaction is lost.
+type pendingBatch struct {
+	entries []Entry
+	failed  []error
+}
+
+// beginLocked opens the write transaction if none is open, applying again
+// the batches a rolled-back one held. The caller holds wmu.
+func (f *FSM) beginLocked() error {
+	if f.wtx != nil {
+		return nil
+	}
+	tx, err := f.db.Begin(true)
+	if err != nil {
+		return err
+	}
+	for _, b := range f.pending {
+		if _, _, _, _, err := applyIn(tx, b.entries, b.failed); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+	}
+	f.wtx = tx
+	return nil
+}
+
+// commitLocked commits the batches applied since the last commit. On
+// error they are kept, to be applied again in the next transaction. The
+// caller holds wmu.
+func (f *FSM) commitLocked() error {
+	if len(f.pending) == 0 {
+		return nil
+	}
+	if err := f.beginLocked(); err != nil {
+		return err
+	}
+	var err error
+	if f.failCommit != nil {
+		err = f.failCommit()
+	}
+	if err != nil {
+		_ = f.wtx.Rollback()
+	} else {
+		err = f.wtx.Commit()
+	}
+	f.wtx = nil
+	if err != nil {
+		return err
+	}
+	f.pending, f.pendingEntries, f.pendingBytes = nil, 0, 0
+	f.dirty.Store(false)
+	return nil
+}
+
+// flush commits the applied batches not yet committed, so that a read
+// transaction sees them. The caller holds mu.
+func (f *FSM) flush() error {
+	if !f.dirty.Load() {
+		return nil
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if err := f.commitLocked(); err != nil {
+		return fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
+	}
+	return nil
+}
+
+func applyIn(tx *bolt.Tx, entries []Entry, failed []error) ([]Result, []ChangeSet, uint64, uint64, error) {
 	results := make([]Result, len(entries))
 	var changes []ChangeSet
 	var last, applies uint64
-	err := f.db.Update(func(tx *bolt.Tx) error {
+	err := func() error {
 		meta := tx.Bucket(bucketMeta)
 		applied := readU64(meta.Get(metaApplied))
 		now := int64(readU64(meta.Get(metaNow)))
@@ -126,7 +249,7 @@ func (f *FSM) applyOnce(entries []Entry, failed []error) ([]Result, []ChangeSet,
 			return err
 		}
 		return meta.Put(metaNow, u64(uint64(now)))
-	})
+	}()
 	return results, changes, last, applies, err
 }
 
@@ -248,4 +371,18 @@ func must(err error) {
 
 func emptyResult() *raftcmdv1.Result {
 	return &raftcmdv1.Result{Result: &raftcmdv1.Result_Empty{Empty: &raftcmdv1.EmptyResult{}}}
+}
+
+// dropPending rolls back the open write transaction and forgets the
+// batches it held: Restore replaces the state they were applied to. The
+// caller holds mu for writing.
+func (f *FSM) dropPending() {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.wtx != nil {
+		_ = f.wtx.Rollback()
+		f.wtx = nil
+	}
+	f.pending, f.pendingEntries, f.pendingBytes = nil, 0, 0
+	f.dirty.Store(false)
 }

@@ -9,11 +9,13 @@ import (
 )
 
 // crash closes f's database the way a killed process leaves it: without
-// the sync and the clean mark of Close.
+// the sync and the clean mark of Close, and without the batches applied
+// since the last commit (Raft applies them again from its log).
 func crash(t *testing.T, f *FSM) {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.dropPending()
 	if err := f.db.Close(); err != nil {
 		t.Fatal(err)
 	}

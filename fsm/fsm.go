@@ -72,7 +72,19 @@ type FSM struct {
 	// snapshots to be released.
 	retired map[*bolt.DB]bool
 
-	applied atomic.Uint64 // last applied index, as committed to db
+	// wmu guards the open write transaction that applied batches stay in
+	// until a commit (apply.go), and the batches it holds.
+	wmu            sync.Mutex
+	wtx            *bolt.Tx
+	pending        []pendingBatch
+	pendingEntries int
+	pendingBytes   int
+	dirty          atomic.Bool // batches are applied and not committed
+	// failCommit, when set (by tests), fails commits that it returns an
+	// error for, as a full disk would.
+	failCommit func() error
+
+	applied atomic.Uint64 // last applied index
 	applies atomic.Uint64 // commands applied since Open (skipped ones not counted)
 
 	rebuilt string // why Open set the database aside (torn by a reboot, damaged); "" when it did not
@@ -187,8 +199,12 @@ func (f *FSM) Close() error {
 	if f.db == nil {
 		return nil
 	}
-	var err error
-	if !f.opts.NoSync {
+	err := f.flush()
+	if f.wtx != nil {
+		_ = f.wtx.Rollback()
+		f.wtx = nil
+	}
+	if err == nil && !f.opts.NoSync {
 		err = f.db.Sync()
 	}
 	if cerr := f.db.Close(); err == nil {
@@ -201,8 +217,9 @@ func (f *FSM) Close() error {
 	return err
 }
 
-// AppliedIndex returns the index of the last applied log entry, as
-// committed to the database.
+// AppliedIndex returns the index of the last applied log entry. Queries
+// see its state; the database file may hold an earlier one until the
+// batches since are committed (see ApplyBatch).
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
 // Applies returns how many commands this FSM has applied since it was
@@ -229,6 +246,20 @@ func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
 	defer f.mu.RUnlock()
 	if f.db == nil {
 		return ErrClosed
+	}
+	if f.dirty.Load() {
+		f.wmu.Lock()
+		if err := f.commitLocked(); err != nil {
+			// The disk refuses the commit (full, failing): answer from the
+			// write transaction, which holds every applied batch, rather
+			// than fail reads or serve a state older than the applied one.
+			defer f.wmu.Unlock()
+			if err := f.beginLocked(); err != nil {
+				return fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
+			}
+			return fn(f.wtx)
+		}
+		f.wmu.Unlock()
 	}
 	return f.db.View(fn)
 }

@@ -47,6 +47,9 @@ func (f *FSM) Snapshot() (*Snapshot, error) {
 	if f.db == nil {
 		return nil, ErrClosed
 	}
+	if err := f.flush(); err != nil {
+		return nil, err
+	}
 	tx, err := f.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("fsm: snapshot: %w", err)
@@ -208,6 +211,7 @@ func (f *FSM) Restore(r io.Reader) error {
 		return err
 	}
 	f.mu.Lock()
+	f.dropPending()
 	old := f.db
 	f.db = db
 	f.mu.Unlock()

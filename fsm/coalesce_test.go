@@ -1,0 +1,273 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+
+	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
+	bolt "go.etcd.io/bbolt"
+)
+
+// committedIndex reads the applied index the database file holds, without
+// the commit that queries make first.
+func committedIndex(t *testing.T, f *FSM) uint64 {
+	t.Helper()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var idx uint64
+	if err := f.db.View(func(tx *bolt.Tx) error {
+		idx = readU64(tx.Bucket(bucketMeta).Get(metaApplied))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+// puts returns n single-key puts into ns/object, keys named from first.
+func puts(ns, object string, first, n int) []*raftcmdv1.Command {
+	cmds := make([]*raftcmdv1.Command, n)
+	for i := range cmds {
+		cmds[i] = cmdPut(ns, object, fmt.Sprintf("k%06d", first+i), "v")
+	}
+	return cmds
+}
+
+// Batches stay in one write transaction until a query needs them or
+// commitEntries have been applied: the file's applied index moves only
+// then, and queries always see every applied batch.
+func TestBatchesShareOneCommit(t *testing.T) {
+	f := mustNew(t)
+	mustApply(t, f, cmdPutNamespace("ns", 0))
+	mustApply(t, f, cmdPut("ns", "o", "a", "1"))
+	mustApply(t, f, cmdPut("ns", "o", "b", "2"))
+	if got := committedIndex(t, f); got != 0 {
+		t.Fatalf("the file holds applied index %d after three batches, want 0 (nothing committed yet)", got)
+	}
+	if kv := mustGet(t, f, "ns", "o", "b"); string(kv.Value) != "2" {
+		t.Fatalf("a query sees %q, want the last batch's write", kv.Value)
+	}
+	if got := committedIndex(t, f); got != 3 {
+		t.Fatalf("the file holds applied index %d after a query, want 3", got)
+	}
+
+	// Without queries, the batch after commitEntries applied entries
+	// commits them first.
+	first := f.AppliedIndex() + 1
+	for i := 0; i < commitEntries/256; i++ {
+		mustApply(t, f, puts("ns", "o", i*256, 256)...)
+	}
+	if got := committedIndex(t, f); got != 3 {
+		t.Fatalf("the file holds applied index %d after %d entries, want 3", got, commitEntries)
+	}
+	mustApply(t, f, cmdPut("ns", "o", "c", "3"))
+	if got, want := committedIndex(t, f), first+commitEntries-1; got != want {
+		t.Fatalf("the file holds applied index %d once %d entries were pending, want %d", got, commitEntries, want)
+	}
+}
+
+// reference applies the same batches to a fresh FSM, committing each one
+// alone, and returns its hash.
+func reference(t *testing.T, batches ...[]Entry) []byte {
+	t.Helper()
+	r := mustNew(t)
+	for _, b := range batches {
+		mustApplyBatch(t, r, b)
+		if err := r.flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return mustHash(t, r)
+}
+
+// A command that fails after writing rolls the write transaction back:
+// the batches before it in that transaction, answered already, are
+// applied again.
+func TestRedoKeepsUncommittedBatches(t *testing.T) {
+	f := mustNew(t)
+	b1 := entriesAt(t, 1, cmdPutNamespace("q", 20), cmdPutNamespace("free", 0))
+	b2 := entriesAt(t, 3, cmdPut("free", "o", "kept", "yes"))
+	b3 := entriesAt(t, 4, cmdPut("q", "o", "big", "123456789012345678901"), cmdPut("free", "o", "after", "yes"))
+	mustApplyBatch(t, f, b1)
+	mustApplyBatch(t, f, b2)
+	res := mustApplyBatch(t, f, b3)
+	if !errors.Is(res[0].Err, ErrQuotaExceeded) || res[1].Err != nil {
+		t.Fatalf("results %v, want a quota error and a success", res)
+	}
+	if kv := mustGet(t, f, "free", "o", "kept"); string(kv.Value) != "yes" {
+		t.Fatalf("the batch before the redo is gone: %q", kv.Value)
+	}
+	mustGet(t, f, "free", "o", "after")
+	if !bytes.Equal(mustHash(t, f), reference(t, b1, b2, b3)) {
+		t.Fatal("the state differs from the same batches committed one by one")
+	}
+}
+
+// A commit the disk refuses loses nothing: queries answer from the applied
+// state, the batch that found the commit failing is refused whole (Raft's
+// side applies it again), and the next commit holds every batch.
+func TestFailedCommitKeepsAppliedBatches(t *testing.T) {
+	f := mustNew(t)
+	b1 := entriesAt(t, 1, cmdPutNamespace("ns", 0))
+	b2 := entriesAt(t, 2, cmdPut("ns", "o", "a", "1"))
+	mustApplyBatch(t, f, b1)
+	mustApplyBatch(t, f, b2)
+	full := errors.New("no space left on device")
+	f.failCommit = func() error { return full }
+
+	if kv := mustGet(t, f, "ns", "o", "a"); string(kv.Value) != "1" {
+		t.Fatalf("a query while commits fail sees %q, want the applied write", kv.Value)
+	}
+	if s, err := f.Snapshot(); !errors.Is(err, ErrStorage) {
+		if s != nil {
+			s.Release()
+		}
+		t.Fatalf("a snapshot while commits fail: %v, want ErrStorage (never one older than the applied index)", err)
+	}
+	var batches [][]Entry
+	batches = append(batches, b1, b2)
+	for f.pendingEntries < commitEntries {
+		b := entriesAt(t, f.AppliedIndex()+1, puts("ns", "o", f.pendingEntries, 256)...)
+		mustApplyBatch(t, f, b)
+		batches = append(batches, b)
+	}
+	applied := f.AppliedIndex()
+	next := entriesAt(t, applied+1, cmdPut("ns", "o", "b", "2"))
+	if _, err := f.ApplyBatch(next); !errors.Is(err, ErrStorage) || !errors.Is(err, full) {
+		t.Fatalf("ApplyBatch when its commit fails: %v, want ErrStorage wrapping the cause", err)
+	}
+	if f.AppliedIndex() != applied {
+		t.Fatalf("applied index %d after a refused batch, want %d", f.AppliedIndex(), applied)
+	}
+	if _, err := f.Get("ns", "o", "b"); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("the refused batch's write: %v, want ErrKeyNotFound", err)
+	}
+
+	f.failCommit = nil
+	res := mustApplyBatch(t, f, next)
+	if res[0].Err != nil || res[0].Result.GetRevision() != applied+1 {
+		t.Fatalf("the batch applied again: %+v, want revision %d", res[0], applied+1)
+	}
+	batches = append(batches, next)
+	if err := f.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := committedIndex(t, f); got != applied+1 {
+		t.Fatalf("the file holds applied index %d, want %d", got, applied+1)
+	}
+	if !bytes.Equal(mustHash(t, f), reference(t, batches...)) {
+		t.Fatal("the state differs from the same batches committed one by one")
+	}
+}
+
+// A process that dies loses the batches not yet committed, and only them:
+// Raft hands them over again from the stored applied index.
+func TestCrashLosesOnlyUncommittedBatches(t *testing.T) {
+	dir := t.TempDir()
+	f := mustOpen(t, dir)
+	b1 := entriesAt(t, 1, cmdPutNamespace("ns", 0), cmdPut("ns", "o", "a", "1"))
+	b2 := entriesAt(t, 3, cmdPut("ns", "o", "b", "2"))
+	b3 := entriesAt(t, 5, cmdPut("ns", "o", "c", "3")) // index 4 was a configuration entry
+	mustApplyBatch(t, f, b1)
+	mustHash(t, f) // a query commits b1
+	mustApplyBatch(t, f, b2)
+	mustApplyBatch(t, f, []Entry{{Index: 4}})
+	mustApplyBatch(t, f, b3)
+	crash(t, f)
+
+	f = mustOpen(t, dir)
+	if got := f.AppliedIndex(); got != 2 {
+		t.Fatalf("applied index %d after the crash, want 2 (the last commit)", got)
+	}
+	replay := append(append(append([]Entry{}, b1...), b2...), Entry{Index: 4})
+	replay = append(replay, b3...)
+	res := mustApplyBatch(t, f, replay)
+	for i, r := range res {
+		if applied := replay[i].Index > 2 && replay[i].Data != nil; applied != (r.Result != nil) {
+			t.Fatalf("entry %d after the crash: result %v", replay[i].Index, r.Result)
+		}
+	}
+	if !bytes.Equal(mustHash(t, f), reference(t, b1, b2, []Entry{{Index: 4}}, b3)) {
+		t.Fatal("the state after the crash and the replay differs")
+	}
+}
+
+// A snapshot covers every applied batch, committed or not.
+func TestSnapshotCoversUncommittedBatches(t *testing.T) {
+	f := mustNew(t)
+	mustApply(t, f, cmdPutNamespace("ns", 0))
+	mustHash(t, f)
+	mustApply(t, f, cmdPut("ns", "o", "a", "1"))
+	s, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	if s.Index() != f.AppliedIndex() {
+		t.Fatalf("snapshot at index %d, applied %d", s.Index(), f.AppliedIndex())
+	}
+}
+
+// An entry this build cannot apply panics (stopping the node); the
+// batches before it, answered already, are committed first.
+func TestPanicCommitsEarlierBatches(t *testing.T) {
+	f := mustNew(t)
+	mustApply(t, f, cmdPutNamespace("ns", 0))
+	mustApply(t, f, cmdPut("ns", "o", "a", "1"))
+	bad := entriesAt(t, 3, cmdPut("ns", "o", "b", "2"))
+	bad = append(bad, Entry{Index: 4, Data: []byte{0xff}})
+	mustPanic(t, func() { _, _ = f.ApplyBatch(bad) })
+	if got := committedIndex(t, f); got != 2 {
+		t.Fatalf("the file holds applied index %d after the panic, want 2", got)
+	}
+	if _, err := f.Get("ns", "o", "b"); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("the panicking batch's first write: %v, want ErrKeyNotFound", err)
+	}
+}
+
+// Queries running while batches are applied each see at least the state
+// of the applied index when they began, never the older one the file
+// holds.
+func TestQueriesSeeAppliedBatchesConcurrently(t *testing.T) {
+	f := mustNew(t)
+	mustApply(t, f, cmdPutNamespace("ns", 0), cmdPut("ns", "o", "k", "0"))
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for r := 0; r < 4; r++ {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				before := f.AppliedIndex()
+				kv, err := f.Get("ns", "o", "k")
+				if err != nil {
+					errs <- err
+					return
+				}
+				if kv.ModRevision < before {
+					errs <- fmt.Errorf("a query begun at applied index %d read the key at revision %d", before, kv.ModRevision)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 300; i++ {
+		b := make([]*raftcmdv1.Command, 1+i%4)
+		for j := range b {
+			b[j] = cmdPut("ns", "o", "k", fmt.Sprint(i))
+		}
+		mustApply(t, f, b...)
+	}
+	close(done)
+	for r := 0; r < 4; r++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
