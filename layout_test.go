@@ -27,6 +27,9 @@ func layer(pkg string) (int, bool) {
 		// Leaves: token verification and certificates, for server,
 		// raftnode and cmd alike.
 		return 1, true
+	case rel == "internal/fsync":
+		// A leaf: directory syncs for fsm and raftnode/wal alike.
+		return 0, true
 	case rel == "raftnode/wal":
 		// A leaf: Raft's log store, files and hashicorp/raft's interfaces.
 		return 1, true

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairndb/cairn/internal/fsync"
+
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -45,7 +47,7 @@ func (f *FSM) setAsideDamaged() error {
 		return fmt.Errorf("fsm: set aside %s: %w", f.path, err)
 	}
 	f.rebuilt = strings.TrimPrefix(err.Error(), "fsm: ") + "; set aside as " + dbFile + damagedSuffix
-	return syncDir(filepath.Dir(f.path))
+	return fsync.Dir(filepath.Dir(f.path))
 }
 
 // DatabaseCheck is what CheckDatabase found in a bbolt file.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cairndb/cairn/internal/fsync"
 )
 
 // The state database commits without fsync: an entry is durable once the
@@ -107,7 +109,7 @@ func writeMarker(dir string, m marker) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("fsm: write %s: %w", markerFile, err)
 	}
-	return syncDir(dir)
+	return fsync.Dir(dir)
 }
 
 func writeFileSync(path string, b []byte) error {
@@ -135,5 +137,5 @@ func setAsideTorn(path string) (bool, error) {
 	if err := os.Rename(path, path+tornSuffix); err != nil {
 		return false, fmt.Errorf("fsm: set aside %s: %w", path, err)
 	}
-	return true, syncDir(filepath.Dir(path))
+	return true, fsync.Dir(filepath.Dir(path))
 }

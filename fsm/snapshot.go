@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cairndb/cairn/internal/fsync"
+
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -203,7 +205,7 @@ func (f *FSM) Restore(r io.Reader) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
-	if err := syncDir(filepath.Dir(f.path)); err != nil {
+	if err := fsync.Dir(filepath.Dir(f.path)); err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	db, err := f.openDB(f.path)
@@ -406,15 +408,6 @@ func (c *crcReader) ReadByte() (byte, error) {
 		c.crc.Write([]byte{b})
 	}
 	return b, err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Hash returns a SHA-256 over every replicated bucket, key and value, in

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cairndb/cairn/internal/fsync"
+
 	"github.com/hashicorp/raft"
 )
 
@@ -356,7 +358,7 @@ func (ld *loaded) repair(dir string, noSync bool) error {
 	}
 	ld.stale = nil
 	if changed && !noSync {
-		if err := syncDir(dir); err != nil {
+		if err := fsync.Dir(dir); err != nil {
 			return fmt.Errorf("wal: sync %s: %w", dir, err)
 		}
 	}

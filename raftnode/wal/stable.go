@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"github.com/cairndb/cairn/internal/fsync"
 )
 
 // ErrNotFound is what Get and GetUint64 return for a key never set. Its
@@ -268,7 +270,7 @@ func (st *stableFile) create(b []byte) error {
 		return fmt.Errorf("wal: write %s: %w", st.path, err)
 	}
 	if !st.noSync {
-		if err := syncDir(filepath.Dir(st.path)); err != nil {
+		if err := fsync.Dir(filepath.Dir(st.path)); err != nil {
 			_ = f.Close()
 			return fmt.Errorf("wal: sync %s: %w", filepath.Dir(st.path), err)
 		}

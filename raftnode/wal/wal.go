@@ -17,6 +17,8 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/cairndb/cairn/internal/fsync"
+
 	"github.com/hashicorp/raft"
 )
 
@@ -140,7 +142,7 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // SyncDir makes the creations, renames and removals of entries of the
 // directory dir durable (nothing on Windows, which cannot).
-func SyncDir(dir string) error { return syncDir(dir) }
+func SyncDir(dir string) error { return fsync.Dir(dir) }
 
 // Notes returns what Open repaired, one line each, for the node's log.
 func (s *Store) Notes() []string { return s.notes }
@@ -430,7 +432,7 @@ func (s *Store) newSegment(first uint64) (*segment, error) {
 		return fail(err)
 	}
 	if !s.opts.NoSync {
-		if err := syncDir(s.dir); err != nil {
+		if err := fsync.Dir(s.dir); err != nil {
 			_ = f.Close()
 			return nil, s.fail(fmt.Errorf("wal: sync %s after creating %s: %w (the log refuses writes until the node restarts)", s.dir, path, err))
 		}
@@ -467,7 +469,7 @@ func (s *Store) removeSegments(gs []*segment) error {
 		return err
 	}
 	if len(gs) > 0 && !s.opts.NoSync {
-		if err := syncDir(s.dir); err != nil {
+		if err := fsync.Dir(s.dir); err != nil {
 			return fmt.Errorf("wal: sync %s: %w", s.dir, err)
 		}
 	}

@@ -1,12 +1,12 @@
 //go:build !windows
 
-package wal
+package fsync
 
 import "os"
 
-// syncDir makes the creations, renames and removals of entries of dir
+// Dir makes the creations, renames and removals of entries of dir
 // durable.
-func syncDir(dir string) error {
+func Dir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
