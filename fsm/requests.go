@@ -61,10 +61,15 @@ func commandNamespace(cmd *raftcmdv1.Command) string {
 
 // requestDigest identifies what a command asks, apart from when and by
 // which attempt it was sent.
+//
+// It clears those fields of cmd while it encodes it, and puts them back:
+// a copy of the command, values included, cost more than the rest of a
+// put's bookkeeping.
 func requestDigest(cmd *raftcmdv1.Command) [sha256.Size]byte {
-	c := proto.Clone(cmd).(*raftcmdv1.Command)
-	c.Version, c.TimeUnixMs, c.RequestId, c.RequestRetentionMs = 0, 0, "", 0
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	v, t, id, r := cmd.Version, cmd.TimeUnixMs, cmd.RequestId, cmd.RequestRetentionMs
+	cmd.Version, cmd.TimeUnixMs, cmd.RequestId, cmd.RequestRetentionMs = 0, 0, "", 0
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
+	cmd.Version, cmd.TimeUnixMs, cmd.RequestId, cmd.RequestRetentionMs = v, t, id, r
 	must(err)
 	return sha256.Sum256(b)
 }
