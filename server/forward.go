@@ -58,9 +58,8 @@ func (p *peers) close() {
 // and, when it is another node, a connection to its peer API (on its Raft
 // port, whose address Raft knows).
 func (s *Server) leader(ctx context.Context) (string, *grpc.ClientConn, error) {
-	deadline := time.Now().Add(s.cfg.LeaderWait)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
+	var deadline time.Time
+	var tick *time.Ticker // made only when there is no leader to use yet
 	for {
 		id, addr := s.node.Leader()
 		if id == s.node.ID() && s.node.IsLeader() {
@@ -73,7 +72,11 @@ func (s *Server) leader(ctx context.Context) (string, *grpc.ClientConn, error) {
 			}
 			return id, c, nil
 		}
-		if time.Now().After(deadline) {
+		if tick == nil {
+			deadline = time.Now().Add(s.cfg.LeaderWait)
+			tick = time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+		} else if time.Now().After(deadline) {
 			return "", nil, fmt.Errorf("%w: none elected within %s", ErrNoLeader, s.cfg.LeaderWait)
 		}
 		select {
