@@ -41,7 +41,7 @@ type Result struct {
 // applied index, and are committed together: when a query or a snapshot
 // needs the state (they commit first, so they see every applied batch),
 // or before a batch once commitEntries entries or commitBytes of commands
-// are waiting. A crash loses only what was not committed, and Raft hands
+// are waiting or the transaction has changed commitNodes pages. A crash loses only what was not committed, and Raft hands
 // it over again from the applied index the file holds.
 //
 // A command that fails after it has written (a transaction over its
@@ -80,7 +80,8 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 	}()
 	// Commit what earlier batches left before this one goes in, so that a
 	// failed commit never concerns the batch the caller will retry.
-	if f.pendingEntries >= commitEntries || f.pendingBytes >= commitBytes {
+	if f.pendingEntries >= commitEntries || f.pendingBytes >= commitBytes ||
+		f.changedNodes() >= commitNodes {
 		if err := f.commitLocked(); err != nil {
 			return nil, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
 		}
@@ -124,10 +125,12 @@ var errRedo = errors.New("fsm: redo batch")
 
 // Batches stay in one open write transaction until a query needs them,
 // a snapshot is taken, or this much has been applied since the last
-// commit.
+// commit (the pages bound keeps a commit's pause short when writes land
+// on pages of their own, as they do over millions of keys).
 const (
 	commitEntries = 1024
 	commitBytes   = 16 << 20
+	commitNodes   = 1024 // B+tree pages the transaction has changed
 )
 
 // pendingBatch is a batch applied in the open write transaction and not
@@ -183,6 +186,17 @@ func (f *FSM) commitLocked() error {
 	f.pending, f.pendingEntries, f.pendingBytes = nil, 0, 0
 	f.dirty.Store(false)
 	return nil
+}
+
+// changedNodes returns how many B+tree pages the open write transaction
+// has materialized to change them (what its commit will write), 0 when
+// none is open. The caller holds wmu.
+func (f *FSM) changedNodes() int64 {
+	if f.wtx == nil {
+		return 0
+	}
+	st := f.wtx.Stats()
+	return st.GetNodeCount()
 }
 
 // flush commits the applied batches not yet committed, so that a read

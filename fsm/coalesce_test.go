@@ -271,3 +271,36 @@ func TestQueriesSeeAppliedBatchesConcurrently(t *testing.T) {
 		}
 	}
 }
+
+// Writes spread over many pages commit once the transaction has changed
+// commitNodes pages, before commitEntries entries wait: a commit's pause
+// is bounded by the pages it writes, not only by the entries it holds.
+func TestCommitBoundsChangedPages(t *testing.T) {
+	f := mustNew(t)
+	mustApply(t, f, cmdPutNamespace("ns", 0))
+	value := string(bytes.Repeat([]byte("v"), 256))
+	const keys = 40000 // about 13 keys of 256 bytes per 4 KiB page: ~3,000 leaf pages
+	for first := 0; first < keys; first += 256 {
+		cmds := make([]*raftcmdv1.Command, 256)
+		for i := range cmds {
+			cmds[i] = cmdPut("ns", "o", fmt.Sprintf("k%06d", first+i), value)
+		}
+		mustApply(t, f, cmds...)
+	}
+	if err := f.flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := committedIndex(t, f)
+	// One key in every 40: each write changes a leaf page of its own.
+	for n := 0; n < commitEntries-16; n += 16 {
+		cmds := make([]*raftcmdv1.Command, 16)
+		for i := range cmds {
+			cmds[i] = cmdPut("ns", "o", fmt.Sprintf("k%06d", (n+i)*40%keys), "w")
+		}
+		mustApply(t, f, cmds...)
+	}
+	if committedIndex(t, f) == before {
+		t.Fatalf("%d writes to as many pages and no commit: the transaction holds %d changed pages, the bound is %d",
+			commitEntries-16, f.changedNodes(), commitNodes)
+	}
+}
