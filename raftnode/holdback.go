@@ -32,7 +32,7 @@ const (
 type compactionHold struct {
 	mu       sync.Mutex
 	holds    map[raft.ServerID]snapshotHold
-	installs int // snapshots installed (installed)
+	installs map[raft.ServerID]int // snapshots installed, per follower (installed)
 }
 
 type snapshotHold struct {
@@ -62,17 +62,20 @@ func (h *compactionHold) begin(id raft.ServerID, index uint64) (done func(instal
 			delete(h.holds, id)
 			return
 		}
-		h.installs++
+		if h.installs == nil {
+			h.installs = make(map[raft.ServerID]int)
+		}
+		h.installs[id]++
 		cur.end = time.Now()
 		h.holds[id] = cur
 	}
 }
 
-// installed returns how many snapshots followers installed.
-func (h *compactionHold) installed() int {
+// installed returns how many snapshots follower id installed.
+func (h *compactionHold) installed(id raft.ServerID) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.installs
+	return h.installs[id]
 }
 
 // keep returns the first index that compaction must keep now, and
@@ -102,26 +105,42 @@ func (s snapshotHold) expired(now time.Time) bool {
 	return !s.end.IsZero() && now.Sub(s.end) > max(holdAfterInstall, s.end.Sub(s.start))
 }
 
-// holdingLogStore is the log store as Raft sees it on this node: on the
-// leader, a compaction (a deletion from the log's head) stops before the
-// held index.
+// holdingLogStore is the log store as Raft sees it on this node: a
+// compaction (a deletion from the log's head) stops before the newest
+// snapshot's last entry, and on the leader before the held index.
 type holdingLogStore struct {
 	raft.LogStore
-	hold    *compactionHold
-	leading func() bool
-	log     func(msg string, args ...any)
+	snapshots raft.SnapshotStore
+	hold      *compactionHold
+	leading   func() bool
+	log       func(msg string, args ...any)
 }
 
 func (s holdingLogStore) DeleteRange(min, max uint64) error {
-	if keep, held := s.hold.keep(time.Now()); held && max >= keep && s.leading() {
-		first, err := s.LogStore.FirstIndex()
-		if err == nil && min <= first {
-			s.log("keeping the log for a snapshot sent to a follower", "compaction_to", max, "kept_from", keep)
-			if keep <= min {
-				return nil
-			}
-			max = keep - 1
+	first, ferr := s.LogStore.FirstIndex()
+	last, lerr := s.LogStore.LastIndex()
+	if ferr != nil || lerr != nil || min > first || max >= last {
+		// Not a compaction (which deletes from the head and keeps
+		// TrailingLogs): a follower cutting a conflicting suffix.
+		return s.LogStore.DeleteRange(min, max)
+	}
+	// The newest snapshot's last entry stays: a leader that sends that
+	// snapshot and meanwhile takes another one needs the entry's term to
+	// send the entries after it (Raft's compaction deletes it when more
+	// than TrailingLogs entries came while the snapshot was taken, before
+	// any send could hold it).
+	if metas, err := s.snapshots.List(); err == nil && len(metas) > 0 && max >= metas[0].Index {
+		if metas[0].Index <= min {
+			return nil
 		}
+		max = metas[0].Index - 1
+	}
+	if keep, held := s.hold.keep(time.Now()); held && max >= keep && s.leading() {
+		s.log("keeping the log for a snapshot sent to a follower", "compaction_to", max, "kept_from", keep)
+		if keep <= min {
+			return nil
+		}
+		max = keep - 1
 	}
 	return s.LogStore.DeleteRange(min, max)
 }

@@ -153,7 +153,7 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 	// The leader reads back every entry it sends to followers; the cache
 	// serves the recent ones from memory instead of decoding them from
 	// the log store again (Consul keeps 512 too).
-	held := holdingLogStore{LogStore: n.store, hold: &n.hold, leading: n.leading, log: logger.Info}
+	held := holdingLogStore{LogStore: n.store, snapshots: n.snaps, hold: &n.hold, leading: n.leading, log: logger.Info}
 	if n.logs, err = raft.NewLogCache(logCacheEntries, held); err != nil {
 		return nil, fmt.Errorf("raftnode: log cache: %w", err)
 	}
