@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
@@ -63,6 +64,20 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 	if f.db == nil {
 		panic("fsm: ApplyBatch after Close")
 	}
+	results, changes, last, err := f.applyLocked(entries)
+	if err != nil {
+		return nil, err
+	}
+	// Told once wmu is released: the observer may query, and a query
+	// commits first.
+	if f.opts.Observer != nil {
+		f.opts.Observer.Committed(last, changes)
+	}
+	return results, nil
+}
+
+// applyLocked applies entries into the write transaction under wmu.
+func (f *FSM) applyLocked(entries []Entry) ([]Result, []ChangeSet, uint64, error) {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
 	defer func() {
@@ -79,17 +94,18 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 		}
 	}()
 	// Commit what earlier batches left before this one goes in, so that a
-	// failed commit never concerns the batch the caller will retry.
-	if f.pendingEntries >= commitEntries || f.pendingBytes >= commitBytes ||
+	// failed commit never concerns the batch the caller will retry. After
+	// a failed commit every batch tries again first.
+	if f.commitErr != nil || f.pendingEntries >= commitEntries || f.pendingBytes >= commitBytes ||
 		f.changedNodes() >= commitNodes {
 		if err := f.commitLocked(); err != nil {
-			return nil, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
+			return nil, nil, 0, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
 		}
 	}
 	failed := make([]error, len(entries)) // commands that failed after writing
 	for {
 		if err := f.beginLocked(); err != nil {
-			return nil, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
+			return nil, nil, 0, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
 		}
 		results, changes, last, applies, err := applyIn(f.wtx, entries, failed)
 		if err != nil {
@@ -101,10 +117,12 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 			if errors.Is(err, errRedo) {
 				continue
 			}
-			return nil, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
+			return nil, nil, 0, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
 		}
 		if last > f.applied.Load() {
-			f.pending = append(f.pending, pendingBatch{entries: entries, failed: failed})
+			// A copy: the caller may reuse its slice, and the batch may
+			// have to be applied again until it is committed.
+			f.pending = append(f.pending, pendingBatch{entries: slices.Clone(entries), failed: failed})
 			f.pendingEntries += len(entries)
 			for _, e := range entries {
 				f.pendingBytes += len(e.Data)
@@ -113,10 +131,7 @@ func (f *FSM) ApplyBatch(entries []Entry) ([]Result, error) {
 		}
 		f.applied.Store(last)
 		f.applies.Add(applies)
-		if f.opts.Observer != nil {
-			f.opts.Observer.Committed(last, changes)
-		}
-		return results, nil
+		return results, changes, last, nil
 	}
 }
 
@@ -150,9 +165,13 @@ func (f *FSM) beginLocked() error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if f.wtx != tx { // an error, or a panic: never leave the writer's lock held
+			_ = tx.Rollback()
+		}
+	}()
 	for _, b := range f.pending {
 		if _, _, _, _, err := applyIn(tx, b.entries, b.failed); err != nil {
-			_ = tx.Rollback()
 			return err
 		}
 	}
@@ -180,6 +199,7 @@ func (f *FSM) commitLocked() error {
 		err = f.wtx.Commit()
 	}
 	f.wtx = nil
+	f.commitErr = err
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 	bolt "go.etcd.io/bbolt"
@@ -106,8 +107,9 @@ func TestRedoKeepsUncommittedBatches(t *testing.T) {
 }
 
 // A commit the disk refuses loses nothing: queries answer from the applied
-// state, the batch that found the commit failing is refused whole (Raft's
-// side applies it again), and the next commit holds every batch.
+// state without trying again, the next batch tries again and is refused
+// whole (Raft's side applies it again), and the next commit holds every
+// batch.
 func TestFailedCommitKeepsAppliedBatches(t *testing.T) {
 	f := mustNew(t)
 	b1 := entriesAt(t, 1, cmdPutNamespace("ns", 0))
@@ -115,10 +117,16 @@ func TestFailedCommitKeepsAppliedBatches(t *testing.T) {
 	mustApplyBatch(t, f, b1)
 	mustApplyBatch(t, f, b2)
 	full := errors.New("no space left on device")
-	f.failCommit = func() error { return full }
+	tries := 0
+	f.failCommit = func() error { tries++; return full }
 
-	if kv := mustGet(t, f, "ns", "o", "a"); string(kv.Value) != "1" {
-		t.Fatalf("a query while commits fail sees %q, want the applied write", kv.Value)
+	for i := 0; i < 3; i++ {
+		if kv := mustGet(t, f, "ns", "o", "a"); string(kv.Value) != "1" {
+			t.Fatalf("a query while commits fail sees %q, want the applied write", kv.Value)
+		}
+	}
+	if tries != 1 {
+		t.Fatalf("three queries tried %d commits, want 1 (the first; the others answer from the write transaction)", tries)
 	}
 	if s, err := f.Snapshot(); !errors.Is(err, ErrStorage) {
 		if s != nil {
@@ -126,17 +134,10 @@ func TestFailedCommitKeepsAppliedBatches(t *testing.T) {
 		}
 		t.Fatalf("a snapshot while commits fail: %v, want ErrStorage (never one older than the applied index)", err)
 	}
-	var batches [][]Entry
-	batches = append(batches, b1, b2)
-	for f.pendingEntries < commitEntries {
-		b := entriesAt(t, f.AppliedIndex()+1, puts("ns", "o", f.pendingEntries, 256)...)
-		mustApplyBatch(t, f, b)
-		batches = append(batches, b)
-	}
 	applied := f.AppliedIndex()
 	next := entriesAt(t, applied+1, cmdPut("ns", "o", "b", "2"))
 	if _, err := f.ApplyBatch(next); !errors.Is(err, ErrStorage) || !errors.Is(err, full) {
-		t.Fatalf("ApplyBatch when its commit fails: %v, want ErrStorage wrapping the cause", err)
+		t.Fatalf("ApplyBatch after a failed commit: %v, want ErrStorage wrapping the cause", err)
 	}
 	if f.AppliedIndex() != applied {
 		t.Fatalf("applied index %d after a refused batch, want %d", f.AppliedIndex(), applied)
@@ -150,16 +151,74 @@ func TestFailedCommitKeepsAppliedBatches(t *testing.T) {
 	if res[0].Err != nil || res[0].Result.GetRevision() != applied+1 {
 		t.Fatalf("the batch applied again: %+v, want revision %d", res[0], applied+1)
 	}
-	batches = append(batches, next)
+	if got := committedIndex(t, f); got != applied {
+		t.Fatalf("the file holds applied index %d, want %d (the batches before the refused one)", got, applied)
+	}
 	if err := f.flush(); err != nil {
 		t.Fatal(err)
 	}
-	if got := committedIndex(t, f); got != applied+1 {
-		t.Fatalf("the file holds applied index %d, want %d", got, applied+1)
-	}
-	if !bytes.Equal(mustHash(t, f), reference(t, batches...)) {
+	if !bytes.Equal(mustHash(t, f), reference(t, b1, b2, next)) {
 		t.Fatal("the state differs from the same batches committed one by one")
 	}
+}
+
+// The observer is told outside the lock of the write transaction: it may
+// query, and a query commits first.
+func TestObserverMayQuery(t *testing.T) {
+	obs := &queryingObserver{}
+	f, err := Open(Options{Dir: t.TempDir(), NoSync: true, Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	obs.f = f
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.ApplyBatch(entriesAt(t, 1, cmdPutNamespace("ns", 0)))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ApplyBatch did not return within 10 s: an observer that queries deadlocks it")
+	}
+	if obs.seen != 1 {
+		t.Fatalf("the observer's query saw %d namespaces, want the one just applied", obs.seen)
+	}
+}
+
+type queryingObserver struct {
+	f    *FSM
+	seen int
+}
+
+func (o *queryingObserver) Committed(uint64, []ChangeSet) {
+	nss, _ := o.f.Namespaces()
+	o.seen = len(nss)
+}
+
+func (o *queryingObserver) Restored(uint64) {}
+
+// ApplyBatch keeps its own copy of a batch it may have to apply again:
+// the caller may reuse its slice.
+func TestCallerMayReuseEntries(t *testing.T) {
+	f := mustNew(t)
+	mustApplyBatch(t, f, entriesAt(t, 1, cmdPutNamespace("q", 20), cmdPutNamespace("free", 0)))
+	buf := entriesAt(t, 3, cmdPut("free", "o", "first", "1"))
+	mustApplyBatch(t, f, buf)
+	copy(buf, entriesAt(t, 4, cmdPut("free", "o", "second", "2")))
+	mustApplyBatch(t, f, buf)
+	// A command over its quota rolls the transaction back: the waiting
+	// batches are applied again.
+	res := mustApplyBatch(t, f, entriesAt(t, 5, cmdPut("q", "o", "big", "123456789012345678901")))
+	if !errors.Is(res[0].Err, ErrQuotaExceeded) {
+		t.Fatalf("result %v, want a quota error", res[0])
+	}
+	mustGet(t, f, "free", "o", "first")
+	mustGet(t, f, "free", "o", "second")
 }
 
 // A process that dies loses the batches not yet committed, and only them:

@@ -38,8 +38,9 @@ type ChangeSet struct {
 }
 
 // Observer is told, on the goroutine that applies, about what has been
-// committed to the state. It must not block for long and must not call
-// back into ApplyBatch or Restore; it may call the query methods.
+// applied to the state (queries see it). It must not block for long and
+// must not call back into ApplyBatch or Restore; it may call the query
+// methods.
 type Observer interface {
 	// Committed reports that the state now reflects every entry up to
 	// applied, and the changes of the entries in this batch (in order;

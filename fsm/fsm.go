@@ -80,6 +80,7 @@ type FSM struct {
 	pendingEntries int
 	pendingBytes   int
 	dirty          atomic.Bool // batches are applied and not committed
+	commitErr      error       // why the last commit failed; nil after one succeeds
 	// failCommit, when set (by tests), fails commits that it returns an
 	// error for, as a full disk would.
 	failCommit func() error
@@ -249,10 +250,12 @@ func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
 	}
 	if f.dirty.Load() {
 		f.wmu.Lock()
-		if err := f.commitLocked(); err != nil {
-			// The disk refuses the commit (full, failing): answer from the
+		if f.commitErr != nil || f.commitLocked() != nil {
+			// The disk refuses commits (full, failing): answer from the
 			// write transaction, which holds every applied batch, rather
 			// than fail reads or serve a state older than the applied one.
+			// Queries do not try again (each try applies the waiting
+			// batches again): the next batch, snapshot or Close does.
 			defer f.wmu.Unlock()
 			if err := f.beginLocked(); err != nil {
 				return fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
