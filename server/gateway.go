@@ -21,8 +21,8 @@ import (
 const httpReadHeaderTimeout = 10 * time.Second
 
 // httpHandler builds the REST side: health probes, metrics, the OpenAPI
-// document, and the grpc-gateway that calls this node's own gRPC
-// listener.
+// document, and the grpc-gateway, which calls this node's own API: unary
+// calls in process (inprocConn), streams over an in-memory gRPC listener.
 func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
@@ -37,20 +37,21 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 		grpc.WithContextDialer(s.dialGateway),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes+(1<<20))),
 	}
-	self := gatewayTarget // the API in process (listeners.go), whatever the gRPC port's TLS
-	conn, err := grpc.NewClient(self, opts...)
+	// the in-memory listener (listeners.go), whatever the gRPC port's TLS
+	conn, err := grpc.NewClient(gatewayTarget, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("server: dial own gRPC API: %w", err)
 	}
 	s.selfConn = conn
-	for _, register := range []func(context.Context, *runtime.ServeMux, string, []grpc.DialOption) error{
-		cairnv1.RegisterNamespaceServiceHandlerFromEndpoint,
-		cairnv1.RegisterObjectServiceHandlerFromEndpoint,
-		cairnv1.RegisterClusterServiceHandlerFromEndpoint,
-		cairnv1.RegisterWatchServiceHandlerFromEndpoint,
-		cairnv1.RegisterAlarmServiceHandlerFromEndpoint,
+	api := &inprocConn{next: conn, methods: s.grpc.unary, chain: chainUnary(s.unaryInterceptors()), maxRecv: s.cfg.MaxRequestBytes + (1 << 20)}
+	for _, err := range []error{
+		cairnv1.RegisterNamespaceServiceHandlerClient(ctx, gw, cairnv1.NewNamespaceServiceClient(api)),
+		cairnv1.RegisterObjectServiceHandlerClient(ctx, gw, cairnv1.NewObjectServiceClient(api)),
+		cairnv1.RegisterClusterServiceHandlerClient(ctx, gw, cairnv1.NewClusterServiceClient(api)),
+		cairnv1.RegisterWatchServiceHandlerClient(ctx, gw, cairnv1.NewWatchServiceClient(api)),
+		cairnv1.RegisterAlarmServiceHandlerClient(ctx, gw, cairnv1.NewAlarmServiceClient(api)),
 	} {
-		if err := register(ctx, gw, self, opts); err != nil {
+		if err != nil {
 			return nil, fmt.Errorf("server: gateway: %w", err)
 		}
 	}
@@ -62,7 +63,7 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
-	api := bearerChallenges(s.limitBody(keyPathFix(gw)))
+	rest := bearerChallenges(s.limitBody(keyPathFix(gw)))
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" || r.URL.Path == "/openapi.json":
@@ -70,9 +71,9 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 		case isSSE(r):
 			s.serveSSE(w, r)
 		case r.Method == http.MethodGet && r.URL.Path == "/v1/cluster/backup":
-			api.ServeHTTP(&rawBody{ResponseWriter: w}, r)
+			rest.ServeHTTP(&rawBody{ResponseWriter: w}, r)
 		default:
-			api.ServeHTTP(w, r)
+			rest.ServeHTTP(w, r)
 		}
 	})
 	return s.cors(root), nil

@@ -47,12 +47,14 @@ func (t TLSConfig) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 // server gets its services in newPeerServer.
 type grpcServers struct {
 	public, gateway, peer *grpc.Server
+	unary                 inprocMethods // the API's unary methods, which the gateway calls in process
 }
 
 // RegisterService implements grpc.ServiceRegistrar.
 func (g grpcServers) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	g.public.RegisterService(desc, impl)
 	g.gateway.RegisterService(desc, impl)
+	g.unary.add(desc, impl)
 }
 
 // Serve serves the public API on l.
@@ -114,7 +116,7 @@ func (s *Server) newGRPCServers() grpcServers {
 		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),
 		grpc.ConnectionTimeout(grpcConnectionTimeout),
 	)...)
-	return grpcServers{public: public, gateway: grpc.NewServer(common...), peer: s.newPeerServer()}
+	return grpcServers{public: public, gateway: grpc.NewServer(common...), peer: s.newPeerServer(), unary: inprocMethods{}}
 }
 
 // newPeerServer creates the server of the peer API: the calls followers
