@@ -246,21 +246,27 @@ func (s *Server) checkDisk(cmd *raftcmdv1.Command) error {
 	g := &s.disk
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	reports := []diskReport{g.self}
-	for _, r := range g.peers {
-		if time.Since(r.at) < diskReportTTL {
-			reports = append(reports, r)
-		}
+	if g.self.low(proposed) {
+		return lowDisk(g.self, proposed)
 	}
-	for _, r := range reports {
-		if r.low(proposed) {
-			return status.Errorf(codes.ResourceExhausted,
-				"node %s has %s free in its data directory, below its reserve of %s (--min-free-disk-bytes): writes are refused until space is freed there; reads and deletes still work",
-				r.node, mib(r.freeNow(proposed)), mib(r.reserve))
+	if len(g.peers) > 0 {
+		now := time.Now()
+		for _, r := range g.peers {
+			if now.Sub(r.at) < diskReportTTL && r.low(proposed) {
+				return lowDisk(r, proposed)
+			}
 		}
 	}
 	s.proposed.Add(uint64(proto.Size(cmd)))
 	return nil
+}
+
+// lowDisk is the refusal of a write while r's free space, less twice what
+// was proposed since it was measured, is below its reserve.
+func lowDisk(r diskReport, proposed uint64) error {
+	return status.Errorf(codes.ResourceExhausted,
+		"node %s has %s free in its data directory, below its reserve of %s (--min-free-disk-bytes): writes are refused until space is freed there; reads and deletes still work",
+		r.node, mib(r.freeNow(proposed)), mib(r.reserve))
 }
 
 // diskGauges are the disk guard's metrics.
