@@ -35,7 +35,7 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(s.dialGateway),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes+(1<<20))),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes), grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes+(1<<20))),
 	}
 	// the in-memory listener (listeners.go), whatever the gRPC port's TLS
 	conn, err := grpc.NewClient(gatewayTarget, opts...)
@@ -43,7 +43,7 @@ func (s *Server) httpHandler(ctx context.Context) (http.Handler, error) {
 		return nil, fmt.Errorf("server: dial own gRPC API: %w", err)
 	}
 	s.selfConn = conn
-	api := &inprocConn{next: conn, methods: s.grpc.unary, chain: chainUnary(s.unaryInterceptors()), maxRecv: s.cfg.MaxRequestBytes + (1 << 20)}
+	api := &inprocConn{next: conn, methods: s.grpc.unary, chain: chainUnary(s.unaryInterceptors()), maxRecv: s.cfg.MaxRequestBytes + (1 << 20), maxSend: maxResponseBytes}
 	for _, err := range []error{
 		cairnv1.RegisterNamespaceServiceHandlerClient(ctx, gw, cairnv1.NewNamespaceServiceClient(api)),
 		cairnv1.RegisterObjectServiceHandlerClient(ctx, gw, cairnv1.NewObjectServiceClient(api)),

@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"google.golang.org/grpc"
@@ -23,12 +26,16 @@ type fakeObjects struct {
 	outgoing metadata.MD
 	reply    *cairnv1.GetKeyResponse
 	err      error
+	block    bool // wait for the call's context to end before answering
 }
 
 func (f *fakeObjects) GetKey(ctx context.Context, req *cairnv1.GetKeyRequest) (*cairnv1.GetKeyResponse, error) {
 	f.got = req
 	f.incoming, _ = metadata.FromIncomingContext(ctx)
 	f.outgoing, _ = metadata.FromOutgoingContext(ctx)
+	if f.block {
+		<-ctx.Done()
+	}
 	return f.reply, f.err
 }
 
@@ -49,7 +56,7 @@ func newTestInproc(impl *fakeObjects, ics ...grpc.UnaryServerInterceptor) (*inpr
 	methods := inprocMethods{}
 	methods.add(&cairnv1.ObjectService_ServiceDesc, impl)
 	next := &streamsOnly{}
-	return &inprocConn{next: next, methods: methods, chain: chainUnary(ics), maxRecv: 1 << 10}, next
+	return &inprocConn{next: next, methods: methods, chain: chainUnary(ics), maxRecv: 1 << 10, maxSend: 1 << 11}, next
 }
 
 // TestInprocConnCallsHandlerInProcess: a registered unary method runs the
@@ -94,7 +101,9 @@ func TestInprocConnCallsHandlerInProcess(t *testing.T) {
 }
 
 // TestInprocConnErrors: errors reach the gateway as a gRPC server would
-// send them, an oversized request is refused before any interceptor, and
+// send them; what the gRPC connection refused before sending (an expired
+// deadline, a request over the size limit, a string that is not UTF-8)
+// never reaches an interceptor; an answer over the size limit is refused;
 // methods not registered go over the listener.
 func TestInprocConnErrors(t *testing.T) {
 	impl := &fakeObjects{}
@@ -106,6 +115,7 @@ func TestInprocConnErrors(t *testing.T) {
 	c, next := newTestInproc(impl, count)
 	client := cairnv1.NewObjectServiceClient(c)
 	ctx := context.Background()
+	get := &cairnv1.GetKeyRequest{Namespace: "ns", Object: "o", Key: "k"}
 	for _, tc := range []struct {
 		err  error
 		code codes.Code
@@ -117,18 +127,116 @@ func TestInprocConnErrors(t *testing.T) {
 		{errors.New("plain"), codes.Unknown, "plain"},
 	} {
 		impl.err = tc.err
-		_, err := client.GetKey(ctx, &cairnv1.GetKeyRequest{Namespace: "ns", Object: "o", Key: "k"})
+		_, err := client.GetKey(ctx, get)
 		if st, _ := status.FromError(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
 			t.Errorf("handler error %v: got %v, want %v %q", tc.err, err, tc.code, tc.msg)
 		}
 	}
+
+	// The caller's deadline passes while the handler runs: the call ends
+	// with it, whatever the handler answers; a call whose deadline has
+	// passed does not start.
+	impl.err, impl.block = status.Error(codes.Unavailable, "no leader: context deadline exceeded"), true
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
 	ran = 0
-	_, err := client.GetKey(ctx, &cairnv1.GetKeyRequest{Namespace: "ns", Object: "o", Key: strings.Repeat("k", 2000)})
-	wantCode(t, err, codes.ResourceExhausted, "larger than max", "vs. 1024")
-	if ran != 0 {
-		t.Fatalf("an oversized request reached the interceptors")
+	_, err := client.GetKey(short, get)
+	wantCode(t, err, codes.DeadlineExceeded)
+	if ran != 1 {
+		t.Fatalf("the interceptors ran %d times, want 1", ran)
 	}
+	_, err = client.GetKey(short, get)
+	wantCode(t, err, codes.DeadlineExceeded)
+	if ran != 1 {
+		t.Fatalf("a call whose deadline had passed reached the interceptors")
+	}
+	impl.err, impl.block = nil, false
+
+	for _, tc := range []struct {
+		name string
+		req  *cairnv1.GetKeyRequest
+		code codes.Code
+		msg  []string
+	}{
+		{"oversized", &cairnv1.GetKeyRequest{Namespace: "ns", Object: "o", Key: strings.Repeat("k", 2000)}, codes.ResourceExhausted, []string{"larger than max", "vs. 1024"}},
+		{"not UTF-8", &cairnv1.GetKeyRequest{Namespace: "ns", Object: "o\xff", Key: "k"}, codes.InvalidArgument, []string{"object is not valid UTF-8"}},
+	} {
+		ran = 0
+		_, err := client.GetKey(ctx, tc.req)
+		wantCode(t, err, tc.code, tc.msg...)
+		if ran != 0 {
+			t.Fatalf("%s: the request reached the interceptors", tc.name)
+		}
+	}
+
+	impl.reply = &cairnv1.GetKeyResponse{Key: "k", Content: &cairnv1.GetKeyResponse_BinaryValue{BinaryValue: make([]byte, 3000)}}
+	_, err = client.GetKey(ctx, get)
+	wantCode(t, err, codes.ResourceExhausted, "larger than max", "vs. 2048")
+
 	if err := c.Invoke(ctx, "/cairn.v1.Other/Method", &cairnv1.GetKeyRequest{}, &cairnv1.GetKeyResponse{}); status.Code(err) != codes.Unimplemented || len(next.invoked) != 1 {
 		t.Fatalf("unregistered method: %v, over the listener %v", err, next.invoked)
+	}
+}
+
+// TestRESTCallLimits: over REST, a call keeps the limits the gateway's
+// gRPC connection enforced: a deadline that has passed (Grpc-Timeout)
+// answers 504 and writes nothing, a string parameter that is not UTF-8
+// answers 400 naming it, and an answer over 64 MiB answers 429, as the
+// same call over gRPC does.
+func TestRESTCallLimits(t *testing.T) {
+	c := mustStartCluster(t, 1, clusterOptions{})
+	n := c.leader(t)
+	mustPutNamespace(t, n, "lim")
+	base := "http://" + n.Server.HTTPAddr()
+	call := func(method, path, body string, hdr map[string]string) (int, string) {
+		t.Helper()
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req, err := http.NewRequest(method, base+path, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := restClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+
+	code, body := call("PUT", "/v1/namespaces/lim/objects/o/keys/late", `{"value": 1}`, map[string]string{"Grpc-Timeout": "1n"})
+	if code != http.StatusGatewayTimeout {
+		t.Fatalf("PUT with a passed deadline: HTTP %d %s, want 504", code, body)
+	}
+	if code, body := call("GET", "/v1/namespaces/lim/objects/o/keys/late", "", nil); code != http.StatusNotFound {
+		t.Fatalf("GET after a PUT whose deadline had passed: HTTP %d %s, want 404", code, body)
+	}
+
+	code, body = call("GET", "/v1/namespaces/lim/objects/o/keys?prefix=%FF", "", nil)
+	if code != http.StatusBadRequest || !strings.Contains(body, "prefix is not valid UTF-8") {
+		t.Fatalf("list with a prefix that is not UTF-8: HTTP %d %s, want 400 naming prefix", code, body)
+	}
+
+	big := make([]byte, 1<<20)
+	if _, err := n.objects().PutKey(testCtx(t), &cairnv1.PutKeyRequest{Namespace: "lim", Object: "o", Key: "big", Content: &cairnv1.PutKeyRequest_BinaryValue{BinaryValue: big}}); err != nil {
+		t.Fatal(err)
+	}
+	keys := strings.TrimSuffix(strings.Repeat(`"big",`, 65), ",")
+	code, body = call("POST", "/v1/namespaces/lim/objects/o:batchGet", `{"keys": [`+keys+`]}`, nil)
+	if code != http.StatusTooManyRequests || !strings.Contains(body, "larger than max") {
+		t.Fatalf("batchGet of 65 MiB: HTTP %d %.200s, want 429", code, body)
+	}
+	if code, body := call("POST", "/v1/namespaces/lim/objects/o:batchGet", `{"keys": ["big"]}`, nil); code != http.StatusOK {
+		t.Fatalf("batchGet of 1 MiB: HTTP %d %.200s, want 200", code, body)
 	}
 }

@@ -76,6 +76,10 @@ func (g grpcServers) GracefulStop() {
 	g.peer.GracefulStop()
 }
 
+// maxResponseBytes bounds an API response (a page of a list, a batch of
+// values): past it the call fails with ResourceExhausted.
+const maxResponseBytes = 64 << 20
+
 // gatewayBufferBytes is the in-memory connection's buffer.
 const gatewayBufferBytes = 1 << 20
 
@@ -109,7 +113,7 @@ func (s *Server) newGRPCServers() grpcServers {
 		grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
 		grpc.ChainStreamInterceptor(s.streamInterceptors()...),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes + (1 << 20)),
-		grpc.MaxSendMsgSize(64 << 20),
+		grpc.MaxSendMsgSize(maxResponseBytes),
 		grpc.MaxHeaderListSize(uint32(s.cfg.MaxHeaderBytes)),
 	}
 	public := grpc.NewServer(append(common,
