@@ -363,3 +363,33 @@ func TestCommitBoundsChangedPages(t *testing.T) {
 			commitEntries-16, f.changedNodes(), commitNodes)
 	}
 }
+
+// Listing the namespaces (the leader's alarm scheduler does it every poll
+// interval) reads the applied batches from the open write transaction
+// and commits nothing: the batches go on sharing one commit.
+func TestNamespacesDoNotCommit(t *testing.T) {
+	f := mustNew(t)
+	mustApply(t, f, cmdPutNamespace("a", 0))
+	mustApply(t, f, cmdPut("a", "o", "k", "1"))
+	mustApply(t, f, cmdPutNamespace("b", 0))
+	nss, err := f.Namespaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nss) != 2 || nss[0].Name != "a" || nss[1].Name != "b" || nss[0].ObjectCount != 1 {
+		t.Fatalf("Namespaces() = %v, want a (1 object) and b", nss)
+	}
+	if got := committedIndex(t, f); got != 0 {
+		t.Fatalf("the file holds applied index %d after listing the namespaces, want 0 (nothing committed)", got)
+	}
+	if kv := mustGet(t, f, "a", "o", "k"); string(kv.Value) != "1" {
+		t.Fatalf("get = %q, want 1", kv.Value)
+	}
+	if got := committedIndex(t, f); got != 3 {
+		t.Fatalf("the file holds applied index %d after a get, want 3", got)
+	}
+	// Committed and clean: from a read transaction.
+	if nss, err := f.Namespaces(); err != nil || len(nss) != 2 {
+		t.Fatalf("Namespaces() = %v, %v after the commit", nss, err)
+	}
+}

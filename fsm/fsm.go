@@ -241,6 +241,34 @@ func (f *FSM) ReleaseMapping() error {
 	})
 }
 
+// viewApplied runs fn over the applied state as view does, except that
+// batches applied and not yet committed are read from the open write
+// transaction (under wmu, between batches) rather than committed first.
+// For small reads that come at a steady pace whatever the load: the
+// leader's alarm scheduler lists the namespaces every poll interval (20
+// ms), which through view committed the leader's batches at that pace
+// (under puts, 7% of its CPU) where they would otherwise share a commit
+// up to the bounds. fn must not keep the slices bbolt hands it.
+func (f *FSM) viewApplied(fn func(tx *bolt.Tx) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	if f.dirty.Load() {
+		f.wmu.Lock()
+		if f.dirty.Load() {
+			defer f.wmu.Unlock()
+			if err := f.beginLocked(); err != nil {
+				return fmt.Errorf("%w: %s: %w", ErrStorage, f.path, err)
+			}
+			return fn(f.wtx)
+		}
+		f.wmu.Unlock()
+	}
+	return f.db.View(fn)
+}
+
 // view runs fn in a read transaction of the current database.
 func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
 	f.mu.RLock()

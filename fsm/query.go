@@ -54,7 +54,7 @@ func (f *FSM) Namespace(name string) (*raftcmdv1.Namespace, error) {
 // Namespaces returns every namespace in name order.
 func (f *FSM) Namespaces() ([]*raftcmdv1.Namespace, error) {
 	var out []*raftcmdv1.Namespace
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.viewApplied(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketNamespaces).ForEach(func(k, v []byte) error {
 			ns := &raftcmdv1.Namespace{}
 			if err := proto.Unmarshal(v, ns); err != nil {
