@@ -364,20 +364,20 @@ func TestCommitBoundsChangedPages(t *testing.T) {
 	}
 }
 
-// Listing the namespaces (the leader's alarm scheduler does it every poll
+// Polling the namespaces (the leader's alarm scheduler does it every poll
 // interval) reads the applied batches from the open write transaction
 // and commits nothing: the batches go on sharing one commit.
-func TestNamespacesDoNotCommit(t *testing.T) {
+func TestPollNamespacesDoesNotCommit(t *testing.T) {
 	f := mustNew(t)
 	mustApply(t, f, cmdPutNamespace("a", 0))
 	mustApply(t, f, cmdPut("a", "o", "k", "1"))
 	mustApply(t, f, cmdPutNamespace("b", 0))
-	nss, err := f.Namespaces()
+	nss, err := f.PollNamespaces()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(nss) != 2 || nss[0].Name != "a" || nss[1].Name != "b" || nss[0].ObjectCount != 1 {
-		t.Fatalf("Namespaces() = %v, want a (1 object) and b", nss)
+		t.Fatalf("PollNamespaces() = %v, want a (1 object) and b", nss)
 	}
 	if got := committedIndex(t, f); got != 0 {
 		t.Fatalf("the file holds applied index %d after listing the namespaces, want 0 (nothing committed)", got)
@@ -389,7 +389,7 @@ func TestNamespacesDoNotCommit(t *testing.T) {
 		t.Fatalf("the file holds applied index %d after a get, want 3", got)
 	}
 	// Committed and clean: from a read transaction.
-	if nss, err := f.Namespaces(); err != nil || len(nss) != 2 {
-		t.Fatalf("Namespaces() = %v, %v after the commit", nss, err)
+	if nss, err := f.PollNamespaces(); err != nil || len(nss) != 2 || nss[0].ObjectCount != 1 {
+		t.Fatalf("PollNamespaces() = %v, %v after the commit", nss, err)
 	}
 }

@@ -243,12 +243,10 @@ func (f *FSM) ReleaseMapping() error {
 
 // viewApplied runs fn over the applied state as view does, except that
 // batches applied and not yet committed are read from the open write
-// transaction (under wmu, between batches) rather than committed first.
-// For small reads that come at a steady pace whatever the load: the
-// leader's alarm scheduler lists the namespaces every poll interval (20
-// ms), which through view committed the leader's batches at that pace
-// (under puts, 7% of its CPU) where they would otherwise share a commit
-// up to the bounds. fn must not keep the slices bbolt hands it.
+// transaction (under wmu, between batches: applies wait for fn) rather
+// than committed first. For small reads that come at a steady pace
+// whatever the load (PollNamespaces). fn must not keep the slices bbolt
+// hands it.
 func (f *FSM) viewApplied(fn func(tx *bolt.Tx) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

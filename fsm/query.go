@@ -54,7 +54,7 @@ func (f *FSM) Namespace(name string) (*raftcmdv1.Namespace, error) {
 // Namespaces returns every namespace in name order.
 func (f *FSM) Namespaces() ([]*raftcmdv1.Namespace, error) {
 	var out []*raftcmdv1.Namespace
-	err := f.viewApplied(func(tx *bolt.Tx) error {
+	err := f.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketNamespaces).ForEach(func(k, v []byte) error {
 			ns := &raftcmdv1.Namespace{}
 			if err := proto.Unmarshal(v, ns); err != nil {
@@ -65,6 +65,34 @@ func (f *FSM) Namespaces() ([]*raftcmdv1.Namespace, error) {
 		})
 	})
 	return out, err
+}
+
+// PollNamespaces returns every namespace in name order, as Namespaces,
+// without committing the batches that wait in the write transaction: for
+// a caller that polls at a steady pace whatever the load (the leader's
+// alarm scheduler, every 20 ms), whose queries would otherwise commit the
+// leader's batches at that pace. While batches wait, the records are
+// copied under the writer's lock (applies wait meanwhile) and decoded
+// after it.
+func (f *FSM) PollNamespaces() ([]*raftcmdv1.Namespace, error) {
+	var raw [][]byte
+	err := f.viewApplied(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNamespaces).ForEach(func(_, v []byte) error {
+			raw = append(raw, bytes.Clone(v))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*raftcmdv1.Namespace, len(raw))
+	for i, v := range raw {
+		out[i] = &raftcmdv1.Namespace{}
+		if err := proto.Unmarshal(v, out[i]); err != nil {
+			return nil, fmt.Errorf("fsm: namespace record %d: %w", i, err)
+		}
+	}
+	return out, nil
 }
 
 // Members returns the recorded cluster members in id order.

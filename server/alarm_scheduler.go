@@ -209,7 +209,7 @@ func (st *alarmStint) takeOver() {
 
 // pass looks at every namespace once, starting one further each pass.
 func (st *alarmStint) pass() {
-	nss, err := st.s.state.Namespaces()
+	nss, err := st.s.state.PollNamespaces()
 	if err != nil || len(nss) == 0 {
 		return
 	}

@@ -49,6 +49,9 @@ type Node interface {
 type State interface {
 	Namespace(name string) (*raftcmdv1.Namespace, error)
 	Namespaces() ([]*raftcmdv1.Namespace, error)
+	// PollNamespaces is Namespaces for a steady poll: it does not commit
+	// what waits in the state machine's write transaction.
+	PollNamespaces() ([]*raftcmdv1.Namespace, error)
 	Members() ([]*raftcmdv1.Member, error)
 	// Snapshot opens a point-in-time view for a backup.
 	Snapshot() (*fsm.Snapshot, error)
