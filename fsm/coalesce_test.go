@@ -393,3 +393,25 @@ func TestPollNamespacesDoesNotCommit(t *testing.T) {
 		t.Fatalf("PollNamespaces() = %v, %v after the commit", nss, err)
 	}
 }
+
+// The scheduler's poll of due alarms commits nothing while none is due
+// (an alarm set ahead): the batches go on sharing one commit. Once one is
+// due, the poll reads it as every query does.
+func TestDueAlarmsPollDoesNotCommitWhenNoneDue(t *testing.T) {
+	f := alarmFSM(t)
+	mustApply(t, f, at(t0, cmdSetAlarm("p", "o", "x", t0+1000, "", 0)))
+	_, _ = f.Get("p", "o", "missing-key") // a query: commits what waits
+	committed := committedIndex(t, f)
+	mustApply(t, f, at(t0+1, cmdPut("p", "o", "k", "v")))
+	pending, expired, err := f.DueAlarms("p", t0+999, 10)
+	if err != nil || len(pending) != 0 || len(expired) != 0 {
+		t.Fatalf("DueAlarms before the alarm's time = %v, %v, %v; want none", pending, expired, err)
+	}
+	if got := committedIndex(t, f); got != committed {
+		t.Fatalf("the file holds applied index %d after a poll that found nothing due, want %d (nothing committed)", got, committed)
+	}
+	pending, _, err = f.DueAlarms("p", t0+1000, 10)
+	if err != nil || len(pending) != 1 || pending[0].Object != "o" {
+		t.Fatalf("DueAlarms at the alarm's time = %v, %v; want o/x", pending, err)
+	}
+}
