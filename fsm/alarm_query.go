@@ -160,22 +160,28 @@ func (f *FSM) NextAlarmDue(ns string) (int64, bool) {
 	var due int64
 	found := false
 	_ = f.view(func(tx *bolt.Tx) error {
-		prefix := append(appendLP(nil, ns), duePending)
-		k, _ := tx.Bucket(bucketAlarmDue).Cursor().Seek(prefix)
-		if k != nil && hasPrefix(k, prefix) && len(k) >= len(prefix)+8 {
-			due, found = int64(binary.BigEndian.Uint64(k[len(prefix):])), true
-		}
+		due, found = firstDue(tx, ns, duePending)
 		return nil
 	})
 	return due, found
 }
 
+// firstDue returns the earliest time in the due index of ns under kind,
+// and whether there is one.
+func firstDue(tx *bolt.Tx, ns string, kind byte) (int64, bool) {
+	prefix := append(appendLP(nil, ns), kind)
+	k, _ := tx.Bucket(bucketAlarmDue).Cursor().Seek(prefix)
+	if k == nil || !hasPrefix(k, prefix) || len(k) < len(prefix)+8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(k[len(prefix):])), true
+}
+
 // dueBy reports whether the due index of ns under kind holds an alarm
 // whose time is at or before t.
 func dueBy(tx *bolt.Tx, ns string, kind byte, t int64) bool {
-	prefix := append(appendLP(nil, ns), kind)
-	k, _ := tx.Bucket(bucketAlarmDue).Cursor().Seek(prefix)
-	return k != nil && hasPrefix(k, prefix) && len(k) >= len(prefix)+8 && int64(binary.BigEndian.Uint64(k[len(prefix):])) <= t
+	due, ok := firstDue(tx, ns, kind)
+	return ok && due <= t
 }
 
 // dueScan reads up to limit alarms of the due index of ns under kind

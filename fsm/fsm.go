@@ -247,28 +247,19 @@ func (f *FSM) ReleaseMapping() error {
 // than committed first. For small reads that come at a steady pace
 // whatever the load (PollNamespaces). fn must not keep the slices bbolt
 // hands it.
-func (f *FSM) viewApplied(fn func(tx *bolt.Tx) error) error {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.db == nil {
-		return ErrClosed
-	}
-	if f.dirty.Load() {
-		f.wmu.Lock()
-		if f.dirty.Load() {
-			defer f.wmu.Unlock()
-			if err := f.beginLocked(); err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrStorage, f.path, err)
-			}
-			return fn(f.wtx)
-		}
-		f.wmu.Unlock()
-	}
-	return f.db.View(fn)
-}
+func (f *FSM) viewApplied(fn func(tx *bolt.Tx) error) error { return f.read(fn, false) }
 
 // view runs fn in a read transaction of the current database.
-func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
+func (f *FSM) view(fn func(tx *bolt.Tx) error) error { return f.read(fn, true) }
+
+// read runs fn over the applied state. Batches that wait in the write
+// transaction are committed first when commit is set, so that fn runs in
+// a read transaction; otherwise, or when the disk refuses commits (full,
+// failing), fn reads them from the write transaction, which holds every
+// applied batch, rather than fail or see a state older than the applied
+// one. Queries do not try a failed commit again (each try applies the
+// waiting batches again): the next batch, snapshot or Close does.
+func (f *FSM) read(fn func(tx *bolt.Tx) error, commit bool) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -276,12 +267,7 @@ func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
 	}
 	if f.dirty.Load() {
 		f.wmu.Lock()
-		if f.commitErr != nil || f.commitLocked() != nil {
-			// The disk refuses commits (full, failing): answer from the
-			// write transaction, which holds every applied batch, rather
-			// than fail reads or serve a state older than the applied one.
-			// Queries do not try again (each try applies the waiting
-			// batches again): the next batch, snapshot or Close does.
+		if f.dirty.Load() && (!commit || f.commitErr != nil || f.commitLocked() != nil) {
 			defer f.wmu.Unlock()
 			if err := f.beginLocked(); err != nil {
 				return fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
