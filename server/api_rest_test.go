@@ -25,6 +25,12 @@ var restClient = &http.Client{Timeout: 15 * time.Second}
 // percent-encoded, with a JSON body (none when empty).
 func restCall(t *testing.T, n *testNode, method, path, body string) (int, []byte) {
 	t.Helper()
+	return restCallWith(t, n, method, path, body, nil)
+}
+
+// restCallWith is restCall with request headers.
+func restCallWith(t *testing.T, n *testNode, method, path, body string, hdr map[string]string) (int, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -35,6 +41,9 @@ func restCall(t *testing.T, n *testNode, method, path, body string) (int, []byte
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
 	}
 	resp, err := restClient.Do(req)
 	if err != nil {

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -187,31 +186,10 @@ func TestRESTCallLimits(t *testing.T) {
 	c := mustStartCluster(t, 1, clusterOptions{})
 	n := c.leader(t)
 	mustPutNamespace(t, n, "lim")
-	base := "http://" + n.Server.HTTPAddr()
 	call := func(method, path, body string, hdr map[string]string) (int, string) {
 		t.Helper()
-		var rd io.Reader
-		if body != "" {
-			rd = strings.NewReader(body)
-		}
-		req, err := http.NewRequest(method, base+path, rd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		resp, err := restClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
+		code, b := restCallWith(t, n, method, path, body, hdr)
+		return code, string(b)
 	}
 
 	code, body := call("PUT", "/v1/namespaces/lim/objects/o/keys/late", `{"value": 1}`, map[string]string{"Grpc-Timeout": "1n"})
