@@ -107,7 +107,7 @@ func (f *FSM) applyLocked(entries []Entry) ([]Result, []ChangeSet, uint64, error
 		if err := f.beginLocked(); err != nil {
 			return nil, nil, 0, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
 		}
-		results, changes, last, applies, err := applyIn(f.wtx, entries, failed)
+		results, changes, last, applies, err := applyIn(f.wtx, &f.expiry, entries, failed)
 		if err != nil {
 			// A command failed after writing (errRedo), or the database
 			// refused a write: roll back every batch not yet committed, and
@@ -171,7 +171,7 @@ func (f *FSM) beginLocked() error {
 		}
 	}()
 	for _, b := range f.pending {
-		if _, _, _, _, err := applyIn(tx, b.entries, b.failed); err != nil {
+		if _, _, _, _, err := applyIn(tx, &f.expiry, b.entries, b.failed); err != nil {
 			return err
 		}
 	}
@@ -233,7 +233,7 @@ func (f *FSM) flush() error {
 	return nil
 }
 
-func applyIn(tx *bolt.Tx, entries []Entry, failed []error) ([]Result, []ChangeSet, uint64, uint64, error) {
+func applyIn(tx *bolt.Tx, hint *expiryHint, entries []Entry, failed []error) ([]Result, []ChangeSet, uint64, uint64, error) {
 	results := make([]Result, len(entries))
 	var changes []ChangeSet
 	var last, applies uint64
@@ -256,7 +256,7 @@ func applyIn(tx *bolt.Tx, entries []Entry, failed []error) ([]Result, []ChangeSe
 			}
 			// Expiry runs per entry, so the state at each index depends on
 			// the log alone, never on how entries were batched.
-			expireRequests(tx, now, expiryBatch)
+			expireRequests(tx, hint, now, expiryBatch)
 			applies++
 			if failed[i] != nil {
 				results[i] = Result{Err: failed[i]}
@@ -335,15 +335,17 @@ func (a *applier) applyOnce(cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
 	}
 	ns := commandNamespace(cmd)
 	digest := requestDigest(cmd)
-	if res, err, found := lookupRequest(a.tx, ns, cmd.RequestId, digest, a.now); found {
+	key := requestKey(ns, cmd.RequestId)
+	res, expired, found, err := lookupRequest(a.tx, key, ns, cmd.RequestId, digest, a.now)
+	if found {
 		return res, err
 	}
-	res, err := a.apply(cmd)
+	res, err = a.apply(cmd)
 	if err != nil {
 		return nil, err
 	}
 	res.Revision = a.index
-	a.rememberRequest(ns, cmd.RequestId, digest, retentionOf(cmd), res)
+	a.rememberRequest(key, expired, digest, retentionOf(cmd), res)
 	return res, nil
 }
 

@@ -10,16 +10,19 @@ import (
 
 // benchPut is the command of one client put: a 256-byte value under one of
 // 10,000 keys, with a request id (as the Go client sends every write):
-// random, or, when ordered, time-ordered as the Go client makes them.
-func benchPut(i int, ordered bool) *raftcmdv1.Command {
+// random, or, when ordered, time-ordered as the Go client makes them. Each
+// command is 1 ms of log time after the one before; with a retention, its
+// request record expires that long after it.
+func benchPut(i int, ordered bool, retentionMs int64) *raftcmdv1.Command {
 	id := fmt.Sprintf("%016x%016x", mix(uint64(i)), mix(^uint64(i)))
 	if ordered {
 		id = fmt.Sprintf("%012x%020x", baseTimeMs+int64(i), mix(uint64(i)))
 	}
 	return &raftcmdv1.Command{
-		Version:    CommandVersion,
-		TimeUnixMs: baseTimeMs + int64(i),
-		RequestId:  id,
+		Version:            CommandVersion,
+		TimeUnixMs:         baseTimeMs + int64(i),
+		RequestId:          id,
+		RequestRetentionMs: retentionMs,
 		Op: &raftcmdv1.Command_BatchWrite{BatchWrite: &raftcmdv1.BatchWrite{
 			Namespace: "bench", Object: fmt.Sprintf("o%d", i%100),
 			Puts: []*raftcmdv1.KeyPut{{Key: fmt.Sprintf("k%05d", i%10000), Value: make([]byte, 256), Encoding: raftcmdv1.ValueEncoding_VALUE_ENCODING_BINARY}},
@@ -40,18 +43,25 @@ func mix(i uint64) uint64 {
 // bookkeeping, the bbolt writes and the commit, per command, for the batch
 // sizes Raft hands over (1 when idle, up to 64 under load), with the
 // request ids the Go client makes (time-ordered) and with random ones,
-// which touch a leaf of the request index at a random place each. Run with
+// which touch a leaf of the request index at a random place each, and in
+// the steady state of a long-running cluster, where every write's request
+// record replaces one whose window has ended (expiring: a window of 10,000
+// writes, where a cluster's is 10 minutes). Every command is a new request:
+// none is answered from a request record. Run with
 //
 //	go test -run '^$' -bench ApplyBatch ./fsm
 func BenchmarkApplyBatch(b *testing.B) {
 	for _, c := range []struct {
-		size    int
-		ordered bool
-	}{{1, true}, {16, true}, {64, true}, {64, false}} {
-		size := c.size
-		name := fmt.Sprintf("batch=%d/ids=random", size)
+		size      int
+		ordered   bool
+		retention int64
+	}{{1, true, 0}, {16, true, 0}, {64, true, 0}, {64, false, 0}, {64, true, 10_000}} {
+		name := fmt.Sprintf("batch=%d/ids=random", c.size)
 		if c.ordered {
-			name = fmt.Sprintf("batch=%d/ids=time-ordered", size)
+			name = fmt.Sprintf("batch=%d/ids=time-ordered", c.size)
+		}
+		if c.retention > 0 {
+			name += "/expiring"
 		}
 		b.Run(name, func(b *testing.B) {
 			f, err := Open(Options{Dir: b.TempDir()})
@@ -63,18 +73,48 @@ func BenchmarkApplyBatch(b *testing.B) {
 			if _, err := f.ApplyBatch([]Entry{{Index: index, Data: mustEncode(b, index, cmdPutNamespace("bench", 0))}}); err != nil {
 				b.Fatal(err)
 			}
-			data := make([][]byte, 50000)
-			for i := range data {
-				data[i] = mustEncode(b, 0, benchPut(i, c.ordered))
+			// The commands are encoded ahead, a chunk at a time with the
+			// timer stopped, each with an id of its own.
+			var data [][]byte
+			next, pos := 0, 0
+			encode := func() {
+				data, pos = data[:0], 0
+				for range 50_000 {
+					data = append(data, mustEncode(b, 0, benchPut(next, c.ordered, c.retention)))
+					next++
+				}
 			}
-			entries := make([]Entry, size)
+			if c.retention > 0 {
+				// Fill the window, so that every measured write expires one.
+				encode()
+				for len(data) > 0 {
+					n := min(c.size, len(data))
+					entries := make([]Entry, n)
+					for j := range entries {
+						index++
+						entries[j] = Entry{Index: index, Data: data[j]}
+					}
+					if _, err := f.ApplyBatch(entries); err != nil {
+						b.Fatal(err)
+					}
+					data = data[n:]
+				}
+			}
+			encode()
+			entries := make([]Entry, c.size)
 			b.SetBytes(256)
 			b.ReportAllocs()
 			b.ResetTimer()
-			for done := 0; done < b.N; done += size {
+			for done := 0; done < b.N; done += c.size {
 				for j := range entries {
+					if pos == len(data) {
+						b.StopTimer()
+						encode()
+						b.StartTimer()
+					}
 					index++
-					entries[j] = Entry{Index: index, Data: data[int(index)%len(data)]}
+					entries[j] = Entry{Index: index, Data: data[pos]}
+					pos++
 				}
 				results, err := f.ApplyBatch(entries)
 				if err != nil {
@@ -83,6 +123,9 @@ func BenchmarkApplyBatch(b *testing.B) {
 				for _, r := range results {
 					if r.Err != nil {
 						b.Fatal(r.Err)
+					}
+					if r.Result != nil && r.Result.Replayed {
+						b.Fatal("a command was answered from a request record: the benchmark repeats ids")
 					}
 				}
 			}
@@ -93,7 +136,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 // BenchmarkCommandCodec measures encoding a put command as the leader does
 // before raft.Apply, and decoding it as every replica's FSM does.
 func BenchmarkCommandCodec(b *testing.B) {
-	cmd := benchPut(1, true)
+	cmd := benchPut(1, true, 0)
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		b.Fatal(err)

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // futureCommand encodes what a newer release would propose for a command
@@ -60,6 +62,53 @@ func TestCheckCommand(t *testing.T) {
 				t.Fatalf("message %q does not name %s and say to upgrade this node", msg, tt.want)
 			}
 		})
+	}
+}
+
+// TestKnownWriteCoversBatchWrite: knownWrite, CheckCommand's fast path for
+// puts, looks for unknown fields in the command, its batch write and each
+// key put. It must see every message a batch write command can hold: a
+// message field added to any of them (outside the command's op) has to be
+// added there too, or a newer release's field inside it would go unseen.
+func TestKnownWriteCoversBatchWrite(t *testing.T) {
+	checked := []string{"cairn.raftcmd.v1.Command", "cairn.raftcmd.v1.BatchWrite", "cairn.raftcmd.v1.KeyPut"}
+	var reach func(md protoreflect.MessageDescriptor)
+	reach = func(md protoreflect.MessageDescriptor) {
+		if !slices.Contains(checked, string(md.FullName())) {
+			t.Errorf("a batch write command holds %s, which knownWrite does not check", md.FullName())
+			return
+		}
+		for i, fields := 0, md.Fields(); i < fields.Len(); i++ {
+			fd := fields.Get(i)
+			if o := fd.ContainingOneof(); o != nil && o.Name() == "op" && fd.Name() != "batch_write" {
+				continue // another command type: never set beside a batch write
+			}
+			if fd.IsMap() {
+				t.Errorf("%s has a map, which knownWrite does not check", md.FullName())
+			} else if fd.Message() != nil {
+				reach(fd.Message())
+			}
+		}
+	}
+	reach((&raftcmdv1.Command{}).ProtoReflect().Descriptor())
+
+	// An unknown field in any of the three is found.
+	for _, at := range []func(*raftcmdv1.Command) protoreflect.Message{
+		func(c *raftcmdv1.Command) protoreflect.Message { return c.ProtoReflect() },
+		func(c *raftcmdv1.Command) protoreflect.Message { return c.GetBatchWrite().ProtoReflect() },
+		func(c *raftcmdv1.Command) protoreflect.Message { return c.GetBatchWrite().Puts[1].ProtoReflect() },
+	} {
+		cmd := cmdPut("n", "o", "k", "v")
+		cmd.GetBatchWrite().Puts = append(cmd.GetBatchWrite().Puts, &raftcmdv1.KeyPut{Key: "k2"})
+		if !knownWrite(cmd) {
+			t.Fatal("knownWrite refuses a batch write this build knows")
+		}
+		m := at(cmd)
+		m.SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1))
+		err := CheckCommand(cmd)
+		if want := fmt.Sprintf("(field %s.99)", m.Descriptor().FullName()); knownWrite(cmd) || err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("an unknown field in %s: knownWrite %v, CheckCommand %v, want an error naming %s", m.Descriptor().FullName(), knownWrite(cmd), err, want)
+		}
 	}
 }
 

@@ -81,6 +81,7 @@ type FSM struct {
 	pendingBytes   int
 	dirty          atomic.Bool // batches are applied and not committed
 	commitErr      error       // why the last commit failed; nil after one succeeds
+	expiry         expiryHint  // where the request expiry index starts in wtx (requests.go)
 	// failCommit, when set (by tests), fails commits that it returns an
 	// error for, as a full disk would.
 	failCommit func() error

@@ -123,45 +123,44 @@ func decodeRequestRecord(b []byte) (requestRecord, error) {
 	return r, nil
 }
 
-// lookupRequest finds a live record of request id in namespace ns. found
-// is false when there is none (or it has expired). A record with another
-// digest means the id was reused for a different request.
-func lookupRequest(tx *bolt.Tx, ns, id string, digest [sha256.Size]byte, now int64) (res *raftcmdv1.Result, err error, found bool) {
-	v := tx.Bucket(bucketRequests).Get(requestKey(ns, id))
+// lookupRequest finds a live record of request id in namespace ns, stored
+// under key. found is false when there is none (or it has expired). A
+// record with another digest means the id was reused for a different
+// request. expired is the expiry of a record whose window has ended and
+// that is not yet removed, 0 when there is none (an expiry is after a log
+// time, so never 0).
+func lookupRequest(tx *bolt.Tx, key []byte, ns, id string, digest [sha256.Size]byte, now int64) (res *raftcmdv1.Result, expired uint64, found bool, err error) {
+	v := tx.Bucket(bucketRequests).Get(key)
 	if v == nil {
-		return nil, nil, false
+		return nil, 0, false, nil
 	}
 	rec, derr := decodeRequestRecord(v)
 	if derr != nil {
 		panic(derr)
 	}
 	if int64(rec.expiry) <= now {
-		return nil, nil, false
+		return nil, rec.expiry, false, nil
 	}
 	if !bytes.Equal(rec.digest[:], digest[:]) {
-		return nil, fmt.Errorf("%w: request_id %q was already used for a different request in namespace %q; use a new id for a new request",
-			ErrRequestIDReused, id, ns), true
+		return nil, 0, true, fmt.Errorf("%w: request_id %q was already used for a different request in namespace %q; use a new id for a new request",
+			ErrRequestIDReused, id, ns)
 	}
 	res = &raftcmdv1.Result{}
 	if uerr := proto.Unmarshal(rec.result, res); uerr != nil {
 		panic(fmt.Sprintf("fsm: stored result of request %q: %v", id, uerr))
 	}
 	res.Replayed = true
-	return res, nil, true
+	return res, 0, true, nil
 }
 
-// rememberRequest stores res as the answer to request id until now +
-// retention.
-func (a *applier) rememberRequest(ns, id string, digest [sha256.Size]byte, retention int64, res *raftcmdv1.Result) {
-	key := requestKey(ns, id)
+// rememberRequest stores res as the answer to the request under key until
+// now + retention, in place of the expired record that lookupRequest found
+// (expired, 0 when none).
+func (a *applier) rememberRequest(key []byte, expired uint64, digest [sha256.Size]byte, retention int64, res *raftcmdv1.Result) {
 	reqs := a.tx.Bucket(bucketRequests)
 	exp := a.tx.Bucket(bucketRequestExpiry)
-	if v := reqs.Get(key); v != nil { // an expired record not yet removed
-		old, err := decodeRequestRecord(v)
-		if err != nil {
-			panic(err)
-		}
-		a.delete(exp, append(u64(old.expiry), key...))
+	if expired != 0 {
+		a.delete(exp, append(u64(expired), key...))
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(res)
 	must(err)
@@ -170,17 +169,40 @@ func (a *applier) rememberRequest(ns, id string, digest [sha256.Size]byte, reten
 	a.put(exp, append(u64(expiry), key...), []byte{})
 }
 
+// expiryHint remembers, within one write transaction, the last expiry
+// entry removed. Removals leave empty leaves at the start of the index
+// until the transaction commits (bbolt rebalances then), and a seek to the
+// index's first key walks over every one of them: in the steady state of a
+// busy cluster, where each write removes a record whose window ended, that
+// walk had become a tenth of a follower's CPU. Every key before the one
+// removed last is gone too (removals go in key order), and no key inserted
+// since sorts before it (a new record's expiry is after the log time, and
+// the removed one's at or before it), so seeking there finds the first key.
+type expiryHint struct {
+	tx   *bolt.Tx // the transaction from is valid in
+	from []byte   // the key removed last, nil when none was in tx
+}
+
 // expireRequests removes up to max request records whose window ended at
 // or before now, oldest first.
-func expireRequests(tx *bolt.Tx, now int64, max int) {
+func expireRequests(tx *bolt.Tx, hint *expiryHint, now int64, max int) {
 	exp := tx.Bucket(bucketRequestExpiry)
 	reqs := tx.Bucket(bucketRequests)
+	if hint.tx != tx {
+		*hint = expiryHint{tx: tx}
+	}
 	c := exp.Cursor()
 	for i := 0; i < max; i++ {
-		k, _ := c.First()
+		var k []byte
+		if hint.from == nil {
+			k, _ = c.First()
+		} else {
+			k, _ = c.Seek(hint.from)
+		}
 		if k == nil || int64(binary.BigEndian.Uint64(k[:8])) > now {
 			return
 		}
+		hint.from = append(hint.from[:0], k...)
 		must(reqs.Delete(k[8:]))
 		must(c.Delete())
 	}

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -487,6 +488,52 @@ func TestRequestExpiredBeforeRemoval(t *testing.T) {
 	}
 }
 
+// A request id applied again after its window ended, while its old record
+// still waits for removal, replaces that record and its entry in the
+// expiry index: the old entry, removed later, must not take the new record
+// with it before the new window ends.
+func TestRequestRenewedBeforeRemoval(t *testing.T) {
+	const n = 600
+	f := mustNew(t)
+	mustApply1(t, f, cmdPutNamespace("n", 0))
+	var cmds []*raftcmdv1.Command
+	for i := 0; i < n; i++ {
+		cmds = append(cmds, withReq(cmdPut("n", "o", fmt.Sprint(i), "v"), fmt.Sprintf("r%03d", i), 1000, reqT0))
+	}
+	for i := 0; i < n; i += 64 {
+		mustApply(t, f, cmds[i:min(i+64, n)]...)
+	}
+	// The clock entry removes r000-r255 and the retry's entry r256-r511:
+	// r599's old record is still there when it is applied afresh.
+	idx := f.AppliedIndex() + 1
+	res := applyCmds(t, f, atTime(cmdPut("n", "clock", "k", "v"), reqT0+5000), cmds[n-1])
+	mustFresh(t, res[1], idx+1)
+	var entries []string
+	if err := f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRequestExpiry).ForEach(func(k, _ []byte) error {
+			if bytes.HasSuffix(k, requestKey("n", "r599")) {
+				entries = append(entries, fmt.Sprint(int64(binary.BigEndian.Uint64(k[:8]))-reqT0))
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !equalStrings(entries, []string{"6000"}) {
+		t.Fatalf("r599's expiry entries at t0 + %q ms, want only its new one at t0 + 6000", entries)
+	}
+	// The other old records go; r599's new one stays and answers a retry
+	// within its window.
+	mustApply1(t, f, atTime(cmdPut("n", "clock", "k", "v"), reqT0+5000))
+	if got := expiryRecordIDs(t, f, "n"); !equalStrings(got, []string{"r599"}) {
+		t.Fatalf("records left: %q, want only the renewed one", got)
+	}
+	r := applyCmds(t, f, atTime(cmds[n-1], reqT0+5500))[0]
+	if r.Err != nil || !r.Result.Replayed || r.Result.Revision != idx+1 {
+		t.Fatalf("retry within the renewed window: %+v, want a replay of revision %d", r, idx+1)
+	}
+}
+
 // requestLog is a seeded workload of writes with request ids: retries of
 // recent requests, ids reused for other requests, commands that fail,
 // transactions, and jumps of log time past the retention window.
@@ -544,11 +591,17 @@ func TestRequestIDSameLogSameState(t *testing.T) {
 	resRandom := applyInBatches(t, random, entries, func() int { return 1 + rng.Intn(64) })
 	same := mustNew(t)
 	resSame := applyInBatches(t, same, entries, func() int { return 1 })
+	// The others keep every batch in one write transaction (fewer than
+	// commitEntries entries), where expiry seeks from the entry it removed
+	// last (expiryHint); this one commits after each, so each entry's
+	// expiry starts from the first key of a committed index.
+	committed := mustNew(t)
+	resCommitted := applyInBatches(t, committed, entries, func() int { mustRecords(t, committed); return 1 })
 
 	var replayed, reused, fresh, failed int
 	for i := range entries {
-		if !sameResult(resOne[i], resRandom[i]) || !sameResult(resOne[i], resSame[i]) {
-			t.Fatalf("entry %d answered differently: %+v / %+v / %+v", i+1, resOne[i], resRandom[i], resSame[i])
+		if !sameResult(resOne[i], resRandom[i]) || !sameResult(resOne[i], resSame[i]) || !sameResult(resOne[i], resCommitted[i]) {
+			t.Fatalf("entry %d answered differently: %+v / %+v / %+v / %+v", i+1, resOne[i], resRandom[i], resSame[i], resCommitted[i])
 		}
 		switch r := resOne[i]; {
 		case errors.Is(r.Err, ErrRequestIDReused):
@@ -567,7 +620,7 @@ func TestRequestIDSameLogSameState(t *testing.T) {
 	}
 	mustConsistent(t, one)
 	hash, snap := mustHash(t, one), mustSnapshot(t, one)
-	for name, f := range map[string]*FSM{"same batches": same, "random batches": random} {
+	for name, f := range map[string]*FSM{"same batches": same, "random batches": random, "committed batches": committed} {
 		if !bytes.Equal(hash, mustHash(t, f)) {
 			t.Fatalf("%s: hash differs", name)
 		}
