@@ -6,6 +6,12 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // FuzzPageToken: any token either parses or is refused with
@@ -72,4 +78,34 @@ func isPrintableUTF8(s string) bool {
 		}
 	}
 	return true
+}
+
+// FuzzInvalidUTF8Field: for any bytes sent as a request, the search for a
+// string that is not UTF-8 never fails on its own, names a field exactly
+// when protobuf refuses the bytes for such a string, and answers
+// InvalidArgument.
+func FuzzInvalidUTF8Field(f *testing.F) {
+	types := []protoreflect.MessageType{
+		(&cairnv1.PutKeyRequest{}).ProtoReflect().Type(),
+		(&cairnv1.BatchWriteRequest{}).ProtoReflect().Type(),
+		(&cairnv1.TxnRequest{}).ProtoReflect().Type(),
+	}
+	f.Add(byte(0), []byte("\x1a\x04bad\xff"))
+	f.Add(byte(1), []byte("\x1a\x05\x0a\x03\xff\xfe\xfd"))
+	f.Add(byte(2), []byte("\x0a\x02ok"))
+	f.Add(byte(0), []byte{0x1a, 0x7f, 'k'})
+	f.Fuzz(func(t *testing.T, which byte, b []byte) {
+		mt := types[int(which)%len(types)]
+		field := invalidUTF8Field(mt.Descriptor(), b, 0)
+		err := proto.Unmarshal(b, mt.New().Interface())
+		utf8Err := err != nil && strings.Contains(err.Error(), "invalid UTF-8")
+		if (field != "") != utf8Err {
+			t.Fatalf("%s: field %q, protobuf: %v", mt.Descriptor().FullName(), field, err)
+		}
+		if err != nil {
+			if got := invalidRequest(mt.Descriptor(), b, err); status.Code(got) != codes.InvalidArgument {
+				t.Fatalf("answer %v, want InvalidArgument", got)
+			}
+		}
+	})
 }

@@ -110,6 +110,7 @@ func (s *Server) loadSecurity() error {
 // newGRPCServers creates the public, the gateway and the peer servers.
 func (s *Server) newGRPCServers() grpcServers {
 	common := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(s.codec),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptors()...),
 		grpc.ChainStreamInterceptor(s.streamInterceptors()...),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes + (1 << 20)),

@@ -40,6 +40,7 @@ type Server struct {
 	grpcLis, httpLis             net.Listener
 	grpcAdvertise, httpAdvertise string
 	grpc                         grpcServers
+	codec                        requestCodec     // the API servers' (codec.go)
 	selfConn                     *grpc.ClientConn // to this node's own gRPC API
 	http                         *http.Server
 	metrics                      *metrics
@@ -75,6 +76,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return &Server{cfg: cfg, node: deps.Node, state: deps.State, hub: deps.Watch, log: cfg.Logger, dataDirs: deps.DataDirs,
 		requests:  newGate("requests", "max_inflight_requests", cfg.MaxInflightRequests),
 		proposals: newGate("writes", "max_inflight_proposals", cfg.MaxInflightProposals),
+		codec:     newRequestCodec(),
 	}, nil
 }
 
@@ -236,6 +238,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
 		s.metrics.unary,
+		s.codec.checkDecodedUnary,
 		recoverUnary(s.log),
 		s.admitUnary,
 		s.authUnary,
@@ -247,6 +250,7 @@ func (s *Server) unaryInterceptors() []grpc.UnaryServerInterceptor {
 // streamInterceptors is the chain every streaming call passes.
 func (s *Server) streamInterceptors() []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{
+		s.codec.checkDecodedStream,
 		recoverStream(s.log),
 		s.authStream,
 		s.endReflectionStreams,
