@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
-	"sync"
+	"crypto/rand"
+	"fmt"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
@@ -16,21 +18,33 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// requestCodec is the public gRPC server's codec: protobuf, except that a
-// request it cannot decode (a string that is not UTF-8, bytes that are not
-// the message) is answered InvalidArgument, naming the field where it can.
+// requestCodec is the API servers' codec: protobuf, except that a request
+// it cannot decode (a string that is not UTF-8, bytes that are not the
+// message) is answered InvalidArgument, naming the field where it can.
 // grpc-go answers a codec's error with Internal, which tells the client
 // the server failed. The codec cannot choose the code itself, so it
-// decodes the message as empty, notes why in undecodable, and the first
-// interceptor after the metrics answers with it before anything else sees
-// the request (checkDecodedUnary, checkDecodedStream).
+// decodes such a request as an empty message that carries the answer in
+// a marker (an unknown field that only this process can write), and the
+// first interceptor after the metrics answers with it before anything
+// else sees the request (checkDecodedUnary, checkDecodedStream). The
+// marker lives and dies with the message: a call that ends before an
+// interceptor looks (a client that cancels while it sends, a second
+// message where one was due) leaves nothing behind.
 type requestCodec struct {
 	encoding.CodecV2
-	undecodable *sync.Map // proto.Message -> error, until an interceptor takes it
+	secret [16]byte // begins every marker
 }
 
+// undecodableField is the unknown field that marks a request the codec
+// could not decode: the highest field number protobuf allows.
+const undecodableField = protowire.MaxValidNumber
+
 func newRequestCodec() requestCodec {
-	return requestCodec{CodecV2: encoding.GetCodecV2(protocodec.Name), undecodable: &sync.Map{}}
+	c := requestCodec{CodecV2: encoding.GetCodecV2(protocodec.Name)}
+	if _, err := rand.Read(c.secret[:]); err != nil {
+		panic(fmt.Sprintf("server: no randomness: %v", err))
+	}
+	return c
 }
 
 // Unmarshal implements encoding.CodecV2.
@@ -40,27 +54,39 @@ func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if err == nil || !ok {
 		return err
 	}
-	c.undecodable.Store(m, invalidRequest(m.ProtoReflect().Descriptor(), data.Materialize(), err))
+	answer := invalidRequest(m.ProtoReflect().Descriptor(), data.Materialize(), err)
 	proto.Reset(m)
+	marker := protowire.AppendTag(nil, undecodableField, protowire.BytesType)
+	m.ProtoReflect().SetUnknown(protowire.AppendBytes(marker, append(c.secret[:], answer...)))
 	return nil
 }
 
-// take returns, and forgets, why req could not be decoded; nil when it was.
-func (c requestCodec) take(req any) error {
+// undecodable returns the answer to req when the codec could not decode
+// it, and nil when it could.
+func (c requestCodec) undecodable(req any) error {
 	m, ok := req.(proto.Message)
 	if !ok {
 		return nil
 	}
-	if err, found := c.undecodable.LoadAndDelete(m); found {
-		return err.(error)
+	u := m.ProtoReflect().GetUnknown()
+	if len(u) == 0 {
+		return nil
 	}
-	return nil
+	num, typ, n := protowire.ConsumeTag(u)
+	if num != undecodableField || typ != protowire.BytesType {
+		return nil
+	}
+	v, l := protowire.ConsumeBytes(u[n:])
+	if l < 0 || n+l != len(u) || !bytes.HasPrefix(v, c.secret[:]) {
+		return nil
+	}
+	return status.Error(codes.InvalidArgument, string(v[len(c.secret):]))
 }
 
 // checkDecodedUnary answers a unary call whose request could not be
 // decoded with the reason.
 func (c requestCodec) checkDecodedUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := c.take(req); err != nil {
+	if err := c.undecodable(req); err != nil {
 		return nil, err
 	}
 	return h(ctx, req)
@@ -81,16 +107,16 @@ func (s decodeCheckedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	return s.codec.take(m)
+	return s.codec.undecodable(m)
 }
 
-// invalidRequest is the answer to a request of type md, encoded as b, that
-// protobuf refused with err.
-func invalidRequest(md protoreflect.MessageDescriptor, b []byte, err error) error {
+// invalidRequest is the message of the answer to a request of type md,
+// encoded as b, that protobuf refused with err.
+func invalidRequest(md protoreflect.MessageDescriptor, b []byte, err error) string {
 	if field := invalidUTF8Field(md, b, 0); field != "" {
-		return status.Errorf(codes.InvalidArgument, "%s is not valid UTF-8", field)
+		return field + " is not valid UTF-8"
 	}
-	return status.Errorf(codes.InvalidArgument, "the request is not a valid %s: %v", md.FullName(), err)
+	return fmt.Sprintf("the request is not a valid %s: %v", md.FullName(), err)
 }
 
 // maxFieldDepth bounds how deep invalidUTF8Field follows nested messages
@@ -106,7 +132,7 @@ func invalidUTF8Field(md protoreflect.MessageDescriptor, b []byte, depth int) st
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		if n < 0 || num > protowire.MaxValidNumber { // protobuf refuses both
 			return ""
 		}
 		b = b[n:]

@@ -9,6 +9,7 @@ import (
 
 	cairnv1 "github.com/cairndb/cairn/api/cairn/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -103,8 +104,20 @@ func FuzzInvalidUTF8Field(f *testing.F) {
 			t.Fatalf("%s: field %q, protobuf: %v", mt.Descriptor().FullName(), field, err)
 		}
 		if err != nil {
-			if got := invalidRequest(mt.Descriptor(), b, err); status.Code(got) != codes.InvalidArgument {
-				t.Fatalf("answer %v, want InvalidArgument", got)
+			// The codec answers with the marker it leaves in the message.
+			c := newRequestCodec()
+			m := mt.New().Interface()
+			if uerr := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, m); uerr != nil {
+				t.Fatalf("the codec's Unmarshal failed: %v", uerr)
+			}
+			if got := c.undecodable(m); status.Code(got) != codes.InvalidArgument || status.Convert(got).Message() != invalidRequest(mt.Descriptor(), b, err) {
+				t.Fatalf("answer %v, want InvalidArgument %q", got, invalidRequest(mt.Descriptor(), b, err))
+			}
+		} else {
+			c := newRequestCodec()
+			m := mt.New().Interface()
+			if uerr := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, m); uerr != nil || c.undecodable(m) != nil {
+				t.Fatalf("a request protobuf decodes: codec %v, answer %v", uerr, c.undecodable(m))
 			}
 		}
 	})
