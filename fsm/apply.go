@@ -115,6 +115,16 @@ func (f *FSM) applyLocked(entries []Entry) ([]Result, []ChangeSet, uint64, error
 			_ = f.wtx.Rollback()
 			f.wtx = nil
 			if errors.Is(err, errRedo) {
+				// Commit them once applied again, so that the next
+				// refused command does not apply them a third time: each
+				// costs a commit, and no entry is applied more than twice
+				// (once more per refused command of its own batch), where
+				// a client writing to a full object again and again made
+				// every replica apply up to commitEntries entries again
+				// for each refusal.
+				if err := f.commitLocked(); err != nil {
+					return nil, nil, 0, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
+				}
 				continue
 			}
 			return nil, nil, 0, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
@@ -174,6 +184,7 @@ func (f *FSM) beginLocked() error {
 		if _, _, _, _, err := applyIn(tx, &f.expiry, b.entries, b.failed); err != nil {
 			return err
 		}
+		f.reapplied += uint64(len(b.entries))
 	}
 	f.wtx = tx
 	return nil

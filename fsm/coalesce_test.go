@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,6 +103,40 @@ func TestRedoKeepsUncommittedBatches(t *testing.T) {
 	}
 	mustGet(t, f, "free", "o", "after")
 	if !bytes.Equal(mustHash(t, f), reference(t, b1, b2, b3)) {
+		t.Fatal("the state differs from the same batches committed one by one")
+	}
+}
+
+// A write refused after it wrote (an object over its quota) makes the
+// batches not yet committed apply again, and they are committed then: a
+// client that writes to a full object again and again costs each replica
+// a commit per refusal, not the whole open transaction applied again each
+// time.
+func TestRefusedWritesApplyLittleAgain(t *testing.T) {
+	const before, refusals = 300, 30
+	f := mustNew(t)
+	batches := [][]Entry{entriesAt(t, 1, cmdPutNamespace("q", 20), cmdPutNamespace("free", 0))}
+	idx := uint64(3)
+	for i := range before {
+		batches = append(batches, entriesAt(t, idx, cmdPut("free", "o", fmt.Sprint(i), "v")))
+		idx++
+	}
+	for i := range refusals {
+		batches = append(batches, entriesAt(t, idx, cmdPut("q", "o", "big", strings.Repeat("v", 30)), cmdPut("free", "p", fmt.Sprint(i), "v")))
+		idx += 2
+	}
+	for i, b := range batches {
+		res := mustApplyBatch(t, f, b)
+		if i > before && (!errors.Is(res[0].Err, ErrQuotaExceeded) || res[1].Err != nil) {
+			t.Fatalf("batch %d: results %v, want a quota error and a success", i, res)
+		}
+	}
+	// The first refusal applies the 300 batches before it again; each
+	// later one only its own batch's entry before the refused one.
+	if max := uint64(before + 1 + 2*refusals); f.reapplied > max {
+		t.Fatalf("%d entries applied again for %d refusals, want at most %d", f.reapplied, refusals, max)
+	}
+	if !bytes.Equal(mustHash(t, f), reference(t, batches...)) {
 		t.Fatal("the state differs from the same batches committed one by one")
 	}
 }

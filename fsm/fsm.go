@@ -82,6 +82,7 @@ type FSM struct {
 	dirty          atomic.Bool // batches are applied and not committed
 	commitErr      error       // why the last commit failed; nil after one succeeds
 	expiry         expiryHint  // where the request expiry index starts in wtx (requests.go)
+	reapplied      uint64      // entries applied again into a new transaction since Open
 	// failCommit, when set (by tests), fails commits that it returns an
 	// error for, as a full disk would.
 	failCommit func() error
