@@ -26,6 +26,9 @@ func (a *applier) applyBatchWrite(w *raftcmdv1.BatchWrite) (*raftcmdv1.Result, e
 		return nil, err
 	}
 	o := a.object(ns, w.Object)
+	if err := a.checkBatchQuota(o, w); err != nil {
+		return nil, err
+	}
 	var created, deleted uint32
 	for _, k := range w.Deletes {
 		if a.deleteKey(o, k) {
@@ -43,6 +46,44 @@ func (a *applier) applyBatchWrite(w *raftcmdv1.BatchWrite) (*raftcmdv1.Result, e
 	return &raftcmdv1.Result{Result: &raftcmdv1.Result_BatchWrite{
 		BatchWrite: &raftcmdv1.BatchWriteResult{Created: created, Deleted: deleted},
 	}}, nil
+}
+
+// checkBatchQuota refuses, before anything is written, a batch write that
+// would take its object past the namespace's quota, as finishObjects
+// would after writing it: a refusal there rolls back the write
+// transaction and applies again every batch it held, which a client
+// writing to a full object again and again would make every replica do
+// for each of its writes.
+func (a *applier) checkBatchQuota(o *objState, w *raftcmdv1.BatchWrite) error {
+	quota := a.ns.GetSettings().GetMaxObjectBytes()
+	if quota == 0 {
+		return nil
+	}
+	size := o.rec.bytes
+	for _, k := range w.Deletes {
+		if old, found := o.get(k); found {
+			size -= uint64(len(k) + len(old.value))
+		}
+	}
+	for _, p := range w.Puts {
+		if old, found := o.get(p.Key); found {
+			size = size - uint64(len(old.value)) + uint64(len(p.Value))
+		} else {
+			size += uint64(len(p.Key) + len(p.Value))
+		}
+	}
+	return quotaError(a.ns, o, size, quota)
+}
+
+// quotaError refuses an object that would hold size bytes, more than quota
+// allows, unless it shrinks (an object left over a lowered quota may still
+// shrink).
+func quotaError(ns *raftcmdv1.Namespace, o *objState, size, quota uint64) error {
+	if quota > 0 && size > quota && size > o.startBytes {
+		return fmt.Errorf("%w: object %q would hold %d bytes, namespace %q allows %d per object (max_object_bytes)",
+			ErrQuotaExceeded, o.name, size, ns.Name, quota)
+	}
+	return nil
 }
 
 // validateBatch checks keys, encodings and that no key appears twice.

@@ -159,39 +159,47 @@ func BenchmarkCommandCodec(b *testing.B) {
 }
 
 // BenchmarkApplyRefusedWrites measures batches of 16 puts of which one is
-// refused after it wrote (its object is over its namespace's quota), as
-// when a client writes to a full object again and again: the batches not
-// yet committed are applied again for every refusal.
+// refused because its object is over its namespace's quota, as when a
+// client writes to a full object again and again: a batch write is
+// refused before it writes; a transaction after, which makes the batches
+// not yet committed apply again (and commit).
 func BenchmarkApplyRefusedWrites(b *testing.B) {
-	f, err := Open(Options{Dir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	index := uint64(1)
-	if _, err := f.ApplyBatch(entriesAt(b, index, cmdPutNamespace("bench", 0), cmdPutNamespace("full", 100))); err != nil {
-		b.Fatal(err)
-	}
-	index += 2
-	refused := make([]byte, 200)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		cmds := make([]*raftcmdv1.Command, 16)
-		for j := range cmds {
-			cmds[j] = benchPut(i*16+j, true, 0)
-		}
-		cmds[7] = cmdPut("full", "o", "k", string(refused))
-		entries := entriesAt(b, index, cmds...)
-		index += uint64(len(entries))
-		b.StartTimer()
-		results, err := f.ApplyBatch(entries)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if !errors.Is(results[7].Err, ErrQuotaExceeded) {
-			b.Fatalf("the write to the full object: %v, want a quota error", results[7].Err)
-		}
+	for _, kind := range []string{"batch-write", "txn"} {
+		b.Run(kind, func(b *testing.B) {
+			f, err := Open(Options{Dir: b.TempDir()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			index := uint64(1)
+			if _, err := f.ApplyBatch(entriesAt(b, index, cmdPutNamespace("bench", 0), cmdPutNamespace("full", 100))); err != nil {
+				b.Fatal(err)
+			}
+			index += 2
+			refused := cmdPut("full", "o", "k", string(make([]byte, 200)))
+			if kind == "txn" {
+				refused = cmdTxn("full", nil, ops(opPut("o", "k", string(make([]byte, 200)))), nil)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				cmds := make([]*raftcmdv1.Command, 16)
+				for j := range cmds {
+					cmds[j] = benchPut(i*16+j, true, 0)
+				}
+				cmds[7] = refused
+				entries := entriesAt(b, index, cmds...)
+				index += uint64(len(entries))
+				b.StartTimer()
+				results, err := f.ApplyBatch(entries)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !errors.Is(results[7].Err, ErrQuotaExceeded) {
+					b.Fatalf("the write to the full object: %v, want a quota error", results[7].Err)
+				}
+			}
+		})
 	}
 }

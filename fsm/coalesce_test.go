@@ -107,37 +107,51 @@ func TestRedoKeepsUncommittedBatches(t *testing.T) {
 	}
 }
 
-// A write refused after it wrote (an object over its quota) makes the
-// batches not yet committed apply again, and they are committed then: a
-// client that writes to a full object again and again costs each replica
-// a commit per refusal, not the whole open transaction applied again each
-// time.
+// A transaction refused after it wrote (an object over its quota) makes
+// the batches not yet committed apply again, and they are committed then:
+// a client that writes to a full object again and again costs each
+// replica a commit per refusal, not the whole open transaction applied
+// again each time. A batch write over the quota is refused before it
+// writes, and applies nothing again.
 func TestRefusedWritesApplyLittleAgain(t *testing.T) {
 	const before, refusals = 300, 30
-	f := mustNew(t)
-	batches := [][]Entry{entriesAt(t, 1, cmdPutNamespace("q", 20), cmdPutNamespace("free", 0))}
-	idx := uint64(3)
-	for i := range before {
-		batches = append(batches, entriesAt(t, idx, cmdPut("free", "o", fmt.Sprint(i), "v")))
-		idx++
-	}
-	for i := range refusals {
-		batches = append(batches, entriesAt(t, idx, cmdPut("q", "o", "big", strings.Repeat("v", 30)), cmdPut("free", "p", fmt.Sprint(i), "v")))
-		idx += 2
-	}
-	for i, b := range batches {
-		res := mustApplyBatch(t, f, b)
-		if i > before && (!errors.Is(res[0].Err, ErrQuotaExceeded) || res[1].Err != nil) {
-			t.Fatalf("batch %d: results %v, want a quota error and a success", i, res)
-		}
-	}
-	// The first refusal applies the 300 batches before it again; each
-	// later one only its own batch's entry before the refused one.
-	if max := uint64(before + 1 + 2*refusals); f.reapplied > max {
-		t.Fatalf("%d entries applied again for %d refusals, want at most %d", f.reapplied, refusals, max)
-	}
-	if !bytes.Equal(mustHash(t, f), reference(t, batches...)) {
-		t.Fatal("the state differs from the same batches committed one by one")
+	for _, tt := range []struct {
+		name string
+		over func(i int) *raftcmdv1.Command
+		max  uint64 // entries applied again, at most
+	}{
+		// The first refusal applies the 302 entries before it again; each
+		// later one only the batch of the refusal before it (3 entries).
+		{"transaction", func(i int) *raftcmdv1.Command {
+			return cmdTxn("q", nil, ops(opPut("o", "big", strings.Repeat("v", 30))), nil)
+		}, before + 2 + 3*(refusals-1)},
+		{"batch write", func(i int) *raftcmdv1.Command { return cmdPut("q", "o", "big", strings.Repeat("v", 30)) }, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := mustNew(t)
+			batches := [][]Entry{entriesAt(t, 1, cmdPutNamespace("q", 20), cmdPutNamespace("free", 0))}
+			idx := uint64(3)
+			for i := range before {
+				batches = append(batches, entriesAt(t, idx, cmdPut("free", "o", fmt.Sprint(i), "v")))
+				idx++
+			}
+			for i := range refusals {
+				batches = append(batches, entriesAt(t, idx, cmdPut("free", "p", fmt.Sprint(i), "v"), tt.over(i), cmdPut("free", "r", fmt.Sprint(i), "v")))
+				idx += 3
+			}
+			for i, b := range batches {
+				res := mustApplyBatch(t, f, b)
+				if i > before && (res[0].Err != nil || !errors.Is(res[1].Err, ErrQuotaExceeded) || res[2].Err != nil) {
+					t.Fatalf("batch %d: results %v, want a success, a quota error and a success", i, res)
+				}
+			}
+			if f.reapplied > tt.max {
+				t.Fatalf("%d entries applied again for %d refusals, want at most %d", f.reapplied, refusals, tt.max)
+			}
+			if !bytes.Equal(mustHash(t, f), reference(t, batches...)) {
+				t.Fatal("the state differs from the same batches committed one by one")
+			}
+		})
 	}
 }
 

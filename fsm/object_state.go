@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"bytes"
-	"fmt"
 
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 	bolt "go.etcd.io/bbolt"
@@ -113,17 +112,18 @@ func (o *objState) keysInRange(r Range) []string {
 
 // finishObjects checks the quota of every object the command grew, then
 // writes their records, index entries, shard stats and the namespace's
-// object count. A quota error comes after keys were written: ApplyBatch
-// rolls the batch back and applies it again without this command.
+// object count. A quota error comes after keys were written (a
+// transaction's; a batch write's is found before, checkBatchQuota):
+// ApplyBatch rolls the batch back and applies it again without this
+// command.
 func (a *applier) finishObjects() error {
 	if a.ns == nil {
 		return nil
 	}
 	quota := a.ns.GetSettings().GetMaxObjectBytes()
 	for _, o := range a.objects {
-		if quota > 0 && o.rec.bytes > quota && o.rec.bytes > o.startBytes {
-			return fmt.Errorf("%w: object %q would hold %d bytes, namespace %q allows %d per object (max_object_bytes)",
-				ErrQuotaExceeded, o.name, o.rec.bytes, a.ns.Name, quota)
+		if err := quotaError(a.ns, o, o.rec.bytes, quota); err != nil {
+			return err
 		}
 	}
 	nsChanged := false
