@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -45,11 +46,12 @@ type Result struct {
 // are waiting or the transaction has changed commitNodes pages. A crash loses only what was not committed, and Raft hands
 // it over again from the applied index the file holds.
 //
-// A command that fails after it has written (a transaction over its
-// quota, say) cannot be undone piecemeal: the transaction is rolled back,
-// the batches before it in the transaction are applied again, and the
-// batch is applied again with that command answered by its error, so a
-// failed command never leaves a trace.
+// A transaction refused over its quota after its ops wrote takes its
+// writes back in place (its undo log). Any other command that fails after
+// it has written cannot be undone piecemeal: the transaction is rolled
+// back, the batches before it in the transaction are applied again and
+// committed, and the batch is applied again with that command answered by
+// its error. Either way a failed command never leaves a trace.
 //
 // ApplyBatch panics when an entry cannot be decoded or names a command this
 // build does not know: a replica that stops is better than one that
@@ -107,7 +109,7 @@ func (f *FSM) applyLocked(entries []Entry) ([]Result, []ChangeSet, uint64, error
 		if err := f.beginLocked(); err != nil {
 			return nil, nil, 0, fmt.Errorf("%w: commit to %s: %w", ErrStorage, f.path, err)
 		}
-		results, changes, last, applies, err := applyIn(f.wtx, &f.expiry, entries, failed)
+		results, changes, last, applies, err := applyIn(f.wtx, &f.expiry, !f.redoRefused, entries, failed)
 		if err != nil {
 			// A command failed after writing (errRedo), or the database
 			// refused a write: roll back every batch not yet committed, and
@@ -181,7 +183,7 @@ func (f *FSM) beginLocked() error {
 		}
 	}()
 	for _, b := range f.pending {
-		if _, _, _, _, err := applyIn(tx, &f.expiry, b.entries, b.failed); err != nil {
+		if _, _, _, _, err := applyIn(tx, &f.expiry, !f.redoRefused, b.entries, b.failed); err != nil {
 			return err
 		}
 		f.reapplied += uint64(len(b.entries))
@@ -244,7 +246,7 @@ func (f *FSM) flush() error {
 	return nil
 }
 
-func applyIn(tx *bolt.Tx, hint *expiryHint, entries []Entry, failed []error) ([]Result, []ChangeSet, uint64, uint64, error) {
+func applyIn(tx *bolt.Tx, hint *expiryHint, undoable bool, entries []Entry, failed []error) ([]Result, []ChangeSet, uint64, uint64, error) {
 	results := make([]Result, len(entries))
 	var changes []ChangeSet
 	var last, applies uint64
@@ -273,11 +275,14 @@ func applyIn(tx *bolt.Tx, hint *expiryHint, entries []Entry, failed []error) ([]
 				results[i] = Result{Err: failed[i]}
 				continue
 			}
-			a := &applier{tx: tx, index: e.Index, now: now, stamp: cmd.TimeUnixMs}
+			a := &applier{tx: tx, index: e.Index, now: now, stamp: cmd.TimeUnixMs, undoable: undoable}
 			res, err := a.applyOnce(cmd)
 			if err != nil && a.dirty {
-				failed[i] = err
-				return errRedo
+				if a.undo == nil {
+					failed[i] = err
+					return errRedo
+				}
+				a.takeBack()
 			}
 			if res != nil && !res.Replayed {
 				res.Revision = e.Index
@@ -331,6 +336,9 @@ type applier struct {
 	events  []Event              // the changes made, for watchers
 
 	alarmsChanged bool // an alarm was written: the namespace's counts changed
+
+	undoable bool         // the command may keep an undo log (keepUndo)
+	undo     []undoRecord // what the command overwrote, when it keeps one; nil when not
 }
 
 // applyOnce answers a command that carries a request id already applied
@@ -361,13 +369,59 @@ func (a *applier) applyOnce(cmd *raftcmdv1.Command) (*raftcmdv1.Result, error) {
 }
 
 func (a *applier) put(b *bolt.Bucket, k, v []byte) {
+	a.remember(b, k)
 	a.dirty = true
 	must(b.Put(k, v))
 }
 
 func (a *applier) delete(b *bolt.Bucket, k []byte) {
+	a.remember(b, k)
 	a.dirty = true
 	must(b.Delete(k))
+}
+
+// undoRecord is what a key held before a command wrote it.
+type undoRecord struct {
+	b       *bolt.Bucket
+	key     []byte
+	old     []byte // its value, when it existed
+	existed bool
+}
+
+// remember notes what key k of b holds before the command writes it, when
+// the command keeps an undo log.
+func (a *applier) remember(b *bolt.Bucket, k []byte) {
+	if a.undo == nil {
+		return
+	}
+	r := undoRecord{b: b, key: bytes.Clone(k)}
+	if found, v := b.Cursor().Seek(k); found != nil && bytes.Equal(found, k) {
+		r.old, r.existed = bytes.Clone(v), true
+	}
+	a.undo = append(a.undo, r)
+}
+
+// keepUndo makes the command keep an undo log: it may be refused after it
+// wrote (a transaction over its objects' quota), and taking its writes back
+// in place (takeBack) spares rolling back the write transaction, which
+// throws away, and applies again, every batch it holds.
+func (a *applier) keepUndo() {
+	if a.undoable && a.undo == nil {
+		a.undo = []undoRecord{}
+	}
+}
+
+// takeBack restores, newest first, every key the command wrote.
+func (a *applier) takeBack() {
+	for i := len(a.undo) - 1; i >= 0; i-- {
+		r := a.undo[i]
+		if r.existed {
+			must(r.b.Put(r.key, r.old))
+		} else {
+			must(r.b.Delete(r.key))
+		}
+	}
+	a.undo = a.undo[:0]
 }
 
 func (a *applier) putNamespace(ns *raftcmdv1.Namespace) {

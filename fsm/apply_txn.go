@@ -31,6 +31,9 @@ func (a *applier) applyTxn(t *raftcmdv1.Txn) (*raftcmdv1.Result, error) {
 	if err := validateTxn(t); err != nil {
 		return nil, err
 	}
+	if ns.GetSettings().GetMaxObjectBytes() > 0 {
+		a.keepUndo() // finishObjects may refuse it after its ops wrote
+	}
 	ok := true
 	for _, c := range t.Compares {
 		if !a.compare(ns, c) {

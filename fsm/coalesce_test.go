@@ -89,9 +89,10 @@ func reference(t *testing.T, batches ...[]Entry) []byte {
 // applied again.
 func TestRedoKeepsUncommittedBatches(t *testing.T) {
 	f := mustNew(t)
+	f.redoRefused = true
 	b1 := entriesAt(t, 1, cmdPutNamespace("q", 20), cmdPutNamespace("free", 0))
 	b2 := entriesAt(t, 3, cmdPut("free", "o", "kept", "yes"))
-	b3 := entriesAt(t, 4, cmdPut("q", "o", "big", "123456789012345678901"), cmdPut("free", "o", "after", "yes"))
+	b3 := entriesAt(t, 4, cmdTxn("q", nil, ops(opPut("o", "big", "123456789012345678901")), nil), cmdPut("free", "o", "after", "yes"))
 	mustApplyBatch(t, f, b1)
 	mustApplyBatch(t, f, b2)
 	res := mustApplyBatch(t, f, b3)
@@ -107,12 +108,13 @@ func TestRedoKeepsUncommittedBatches(t *testing.T) {
 	}
 }
 
-// A transaction refused after it wrote (an object over its quota) makes
-// the batches not yet committed apply again, and they are committed then:
-// a client that writes to a full object again and again costs each
-// replica a commit per refusal, not the whole open transaction applied
-// again each time. A batch write over the quota is refused before it
-// writes, and applies nothing again.
+// A write refused over its object's quota applies nothing again: a batch
+// write is refused before it writes, a transaction's writes are taken back
+// in place. Where the write transaction is rolled back instead (a command
+// refused after it wrote that keeps no undo log), the batches not yet
+// committed are applied again and committed then: a client that writes to
+// a full object again and again costs each replica a commit per refusal,
+// not the whole open transaction applied again each time.
 func TestRefusedWritesApplyLittleAgain(t *testing.T) {
 	const before, refusals = 300, 30
 	for _, tt := range []struct {
@@ -122,13 +124,18 @@ func TestRefusedWritesApplyLittleAgain(t *testing.T) {
 	}{
 		// The first refusal applies the 302 entries before it again; each
 		// later one only the batch of the refusal before it (3 entries).
-		{"transaction", func(i int) *raftcmdv1.Command {
+		{"transaction rolled back", func(i int) *raftcmdv1.Command {
 			return cmdTxn("q", nil, ops(opPut("o", "big", strings.Repeat("v", 30))), nil)
 		}, before + 2 + 3*(refusals-1)},
+		// Taken back in place (the default), or refused before it writes.
+		{"transaction", func(i int) *raftcmdv1.Command {
+			return cmdTxn("q", nil, ops(opPut("o", "big", strings.Repeat("v", 30))), nil)
+		}, 0},
 		{"batch write", func(i int) *raftcmdv1.Command { return cmdPut("q", "o", "big", strings.Repeat("v", 30)) }, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := mustNew(t)
+			f.redoRefused = strings.HasSuffix(tt.name, "rolled back")
 			batches := [][]Entry{entriesAt(t, 1, cmdPutNamespace("q", 20), cmdPutNamespace("free", 0))}
 			idx := uint64(3)
 			for i := range before {
@@ -262,7 +269,8 @@ func TestCallerMayReuseEntries(t *testing.T) {
 	mustApplyBatch(t, f, buf)
 	// A command over its quota rolls the transaction back: the waiting
 	// batches are applied again.
-	res := mustApplyBatch(t, f, entriesAt(t, 5, cmdPut("q", "o", "big", "123456789012345678901")))
+	f.redoRefused = true
+	res := mustApplyBatch(t, f, entriesAt(t, 5, cmdTxn("q", nil, ops(opPut("o", "big", "123456789012345678901")), nil)))
 	if !errors.Is(res[0].Err, ErrQuotaExceeded) {
 		t.Fatalf("result %v, want a quota error", res[0])
 	}

@@ -83,6 +83,10 @@ type FSM struct {
 	commitErr      error       // why the last commit failed; nil after one succeeds
 	expiry         expiryHint  // where the request expiry index starts in wtx (requests.go)
 	reapplied      uint64      // entries applied again into a new transaction since Open
+	// redoRefused, when set (by tests), rolls the write transaction back
+	// for every command refused after it wrote, instead of taking the
+	// command's writes back in place.
+	redoRefused bool
 	// failCommit, when set (by tests), fails commits that it returns an
 	// error for, as a full disk would.
 	failCommit func() error

@@ -597,11 +597,17 @@ func TestRequestIDSameLogSameState(t *testing.T) {
 	// expiry starts from the first key of a committed index.
 	committed := mustNew(t)
 	resCommitted := applyInBatches(t, committed, entries, func() int { mustRecords(t, committed); return 1 })
+	// The others take the writes of a transaction refused over its quota
+	// back in place; this one rolls the write transaction back and applies
+	// it again.
+	redo := mustNew(t)
+	redo.redoRefused = true
+	resRedo := applyInBatches(t, redo, entries, func() int { return 1 + rng.Intn(64) })
 
 	var replayed, reused, fresh, failed int
 	for i := range entries {
-		if !sameResult(resOne[i], resRandom[i]) || !sameResult(resOne[i], resSame[i]) || !sameResult(resOne[i], resCommitted[i]) {
-			t.Fatalf("entry %d answered differently: %+v / %+v / %+v / %+v", i+1, resOne[i], resRandom[i], resSame[i], resCommitted[i])
+		if !sameResult(resOne[i], resRandom[i]) || !sameResult(resOne[i], resSame[i]) || !sameResult(resOne[i], resCommitted[i]) || !sameResult(resOne[i], resRedo[i]) {
+			t.Fatalf("entry %d answered differently: %+v / %+v / %+v / %+v / %+v", i+1, resOne[i], resRandom[i], resSame[i], resCommitted[i], resRedo[i])
 		}
 		switch r := resOne[i]; {
 		case errors.Is(r.Err, ErrRequestIDReused):
@@ -620,7 +626,7 @@ func TestRequestIDSameLogSameState(t *testing.T) {
 	}
 	mustConsistent(t, one)
 	hash, snap := mustHash(t, one), mustSnapshot(t, one)
-	for name, f := range map[string]*FSM{"same batches": same, "random batches": random, "committed batches": committed} {
+	for name, f := range map[string]*FSM{"same batches": same, "random batches": random, "committed batches": committed, "rolled back": redo} {
 		if !bytes.Equal(hash, mustHash(t, f)) {
 			t.Fatalf("%s: hash differs", name)
 		}

@@ -806,10 +806,18 @@ func TestTxnRevisions(t *testing.T) {
 
 // A txn over three objects is atomic: a quota failure on the third
 // object's put undoes the puts on the first two, and the commands around it
-// in the same batch still apply.
+// in the same batch still apply; whether the txn's writes are taken back
+// in place or the write transaction is rolled back and applied again.
 func TestTxnMultiObjectAtomic(t *testing.T) {
+	for _, redo := range []bool{false, true} {
+		t.Run(map[bool]string{false: "taken back", true: "rolled back"}[redo], func(t *testing.T) { testTxnMultiObjectAtomic(t, redo) })
+	}
+}
+
+func testTxnMultiObjectAtomic(t *testing.T, redo bool) {
 	setup := func(t *testing.T) *FSM {
 		f := mustNew(t)
+		f.redoRefused = redo
 		mustApply1(t, f, cmdPutNamespace("q", 10))
 		mustApply(t, f, cmdPut("q", "o1", "a", "1"), cmdPut("q", "o3", "a", "123456")) // o3: 7 of 10 bytes
 		return f
