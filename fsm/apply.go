@@ -278,8 +278,8 @@ func applyIn(tx *bolt.Tx, hint *expiryHint, undoable bool, entries []Entry, fail
 			a := &applier{tx: tx, index: e.Index, now: now, stamp: cmd.TimeUnixMs, undoable: undoable}
 			res, err := a.applyOnce(cmd)
 			if err != nil && a.dirty {
+				failed[i] = err // applied again (after a failed commit), answered from here
 				if a.undo == nil {
-					failed[i] = err
 					return errRedo
 				}
 				a.takeBack()
@@ -323,7 +323,8 @@ func decodeCommand(e Entry) *raftcmdv1.Command {
 
 // applier applies one command inside the batch's transaction. Handlers
 // check what they can before writing; a handler that fails after writing
-// (dirty) makes ApplyBatch roll the batch back.
+// (dirty) has its writes taken back from its undo log, or, without one,
+// makes ApplyBatch roll the batch back.
 type applier struct {
 	tx    *bolt.Tx
 	index uint64 // the entry's index: the revision of its writes

@@ -50,10 +50,10 @@ func (a *applier) applyBatchWrite(w *raftcmdv1.BatchWrite) (*raftcmdv1.Result, e
 
 // checkBatchQuota refuses, before anything is written, a batch write that
 // would take its object past the namespace's quota, as finishObjects
-// would after writing it: a refusal there rolls back the write
-// transaction and applies again every batch it held, which a client
-// writing to a full object again and again would make every replica do
-// for each of its writes.
+// would after writing it: a refusal there, without an undo log, rolls back
+// the write transaction and applies again every batch it held, which a
+// client writing to a full object again and again would make every
+// replica do for each of its writes.
 func (a *applier) checkBatchQuota(o *objState, w *raftcmdv1.BatchWrite) error {
 	quota := a.ns.GetSettings().GetMaxObjectBytes()
 	if quota == 0 {

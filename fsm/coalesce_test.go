@@ -472,3 +472,70 @@ func TestDueAlarmsPollDoesNotCommitWhenNoneDue(t *testing.T) {
 		t.Fatalf("DueAlarms at the alarm's time = %v, %v; want o/x", pending, err)
 	}
 }
+
+// A transaction refused over its quota after its ops wrote takes every
+// write back: a key written twice, deleted and written again, a range
+// deleted, an alarm replaced, one deleted and one created leave the keys
+// and values the rollback (redoRefused) leaves, and the state as if the
+// entry had held nothing.
+func TestRefusedTxnTakenBack(t *testing.T) {
+	setAlarm := func(object, name string, fireAt int64) *raftcmdv1.TxnOp {
+		return &raftcmdv1.TxnOp{Op: &raftcmdv1.TxnOp_SetAlarm{SetAlarm: &raftcmdv1.AlarmSpec{Object: object, Name: name, FireAtMs: fireAt}}}
+	}
+	deleteAlarm := func(object, name string) *raftcmdv1.TxnOp {
+		return &raftcmdv1.TxnOp{Op: &raftcmdv1.TxnOp_DeleteAlarm{DeleteAlarm: &raftcmdv1.AlarmRef{Object: object, Name: name}}}
+	}
+	ns := cmdAlarmNamespace("q", "", 100, u32(2), 1000)
+	ns.GetPutNamespace().Settings.MaxObjectBytes = 60
+	setup := entriesAt(t, 1, at(t0, ns),
+		at(t0, cmdPut("q", "o", "a", "1")), at(t0, cmdPut("q", "o", "b", "22")),
+		at(t0, cmdPut("q", "o", "c1", "333")), at(t0, cmdPut("q", "o", "c2", "")),
+		at(t0, cmdSetAlarm("q", "o", "x", t0+1000, "", 0)), at(t0, cmdSetAlarm("q", "o", "y", t0+2000, "", 0)))
+	refused := at(t0+1, cmdTxn("q", nil, ops(
+		opPut("o", "a", "new"), opPut("o", "a", "newer"),
+		opDel("o", "b"), opPut("o", "b", "back"),
+		opDelRange("o", "c", "", ""),
+		setAlarm("o", "x", t0+5000), deleteAlarm("o", "y"), setAlarm("o", "z", t0+3000),
+		opPut("o2", "k", strings.Repeat("v", 100)), // o2 over the quota
+	), nil))
+	after := at(t0+1, cmdPut("q", "o", "d", "4"))
+
+	var hashes [][]byte
+	for _, mode := range []string{"taken back", "rolled back", "nothing"} {
+		f := mustNew(t)
+		f.redoRefused = mode == "rolled back"
+		mustApplyBatch(t, f, setup) // waits in the write transaction
+		batch := entriesAt(t, uint64(len(setup)+1), refused, after)
+		if mode == "nothing" {
+			batch[0].Data = nil
+		}
+		res := mustApplyBatch(t, f, batch)
+		if mode != "nothing" && (!errors.Is(res[0].Err, ErrQuotaExceeded) || res[0].Result != nil || res[1].Err != nil) {
+			t.Fatalf("%s: results %+v, want a quota error and a success", mode, res)
+		}
+		if reapplied := f.reapplied > 0; reapplied != (mode == "rolled back") {
+			t.Fatalf("%s: %d entries applied again", mode, f.reapplied)
+		}
+		mustConsistent(t, f)
+		mustAlarmInvariants(t, f)
+		hashes = append(hashes, mustHash(t, f))
+		if mode == "taken back" {
+			if kv := mustGet(t, f, "q", "o", "a"); string(kv.Value) != "1" {
+				t.Fatalf("a = %q after the refused transaction, want 1", kv.Value)
+			}
+			if got := keysOf(mustListAll(t, f, "q", "o")); !equalStrings(got, []string{"a", "b", "c1", "c2", "d"}) {
+				t.Fatalf("keys %q after the refused transaction", got)
+			}
+			if a := mustAlarm(t, f, "q", "o", "x"); a.FireAtMs != t0+1000 {
+				t.Fatalf("alarm x fires at t0 + %d, want t0 + 1000", a.FireAtMs-t0)
+			}
+			mustAlarm(t, f, "q", "o", "y")
+			if _, err := f.Alarm("q", "o", "z"); !errors.Is(err, ErrAlarmNotFound) {
+				t.Fatalf("alarm z after the refused transaction: %v", err)
+			}
+		}
+	}
+	if !bytes.Equal(hashes[0], hashes[1]) || !bytes.Equal(hashes[0], hashes[2]) {
+		t.Fatal("taking the writes back, rolling back and an empty entry leave different states")
+	}
+}

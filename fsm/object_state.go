@@ -113,9 +113,9 @@ func (o *objState) keysInRange(r Range) []string {
 // finishObjects checks the quota of every object the command grew, then
 // writes their records, index entries, shard stats and the namespace's
 // object count. A quota error comes after keys were written (a
-// transaction's; a batch write's is found before, checkBatchQuota):
-// ApplyBatch rolls the batch back and applies it again without this
-// command.
+// transaction's; a batch write's is found before, checkBatchQuota): the
+// transaction's writes are taken back from its undo log. Past the check
+// the command can no longer be refused, and its undo log ends.
 func (a *applier) finishObjects() error {
 	if a.ns == nil {
 		return nil
@@ -126,6 +126,7 @@ func (a *applier) finishObjects() error {
 			return err
 		}
 	}
+	a.undo = nil
 	nsChanged := false
 	for _, o := range a.objects {
 		if !o.changed || !o.existed && o.rec.keys == 0 {

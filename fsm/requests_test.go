@@ -625,6 +625,12 @@ func TestRequestIDSameLogSameState(t *testing.T) {
 		t.Fatalf("workload too tame: %d fresh, %d replayed, %d reused, %d failed", fresh, replayed, reused, failed)
 	}
 	mustConsistent(t, one)
+	// Transactions were refused after they wrote: taken back in place by
+	// the others, rolled back (and the waiting batches applied again) by
+	// redo.
+	if random.reapplied != 0 || redo.reapplied == 0 {
+		t.Fatalf("entries applied again: %d taking writes back, %d rolling back; want none and some", random.reapplied, redo.reapplied)
+	}
 	hash, snap := mustHash(t, one), mustSnapshot(t, one)
 	for name, f := range map[string]*FSM{"same batches": same, "random batches": random, "committed batches": committed, "rolled back": redo} {
 		if !bytes.Equal(hash, mustHash(t, f)) {
