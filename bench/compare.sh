@@ -19,15 +19,21 @@
 # per operation moves less with the neighbours' load than throughput does),
 # and keeps every run's JSON line in OUTDIR/results.jsonl.
 #
-# Usage: bench/compare.sh -l LOADGEN [-n REPS] [-d DURATION] [-w WARMUP] [-o OUTDIR] [-p PORT]
+# Usage: bench/compare.sh -l LOADGEN [-n REPS] [-d DURATION] [-w WARMUP] [-f FILL] [-o OUTDIR] [-p PORT]
 #        bench/compare.sh -t OUTDIR/results.jsonl   (print the tables of an earlier run)
 #   -l  the shared load generator: a built binary, or its Go source directory
 #       (built here); also env LOADGEN
-#   -n  repetitions (default 5); -d measured duration per run (default 10s);
-#   -w  warm-up per run (default 1s); -o where results and the clusters'
-#       data and logs go (default: a new temporary directory, removed at the
-#       end unless -o is given); -p base of the ports used, p+1 to p+43 (default
-#       24100, below Linux's ephemeral ports so that no client socket holds one)
+#   -n  repetitions (default 5); -d measured duration per run (default 10s)
+#   -w  warm-up per run (default 1s)
+#   -f  first write to both systems side by side for this long (32 clients
+#       each, over gRPC, the put cases' keys and values), so that the runs
+#       measure clusters in their steady state; more than cairn's request
+#       window (10m) makes every write also remove an expired request record,
+#       as it does in a cluster that has been running (default: none)
+#   -o  where results and the clusters' data and logs go (default: a new
+#       temporary directory, removed at the end unless -o is given)
+#   -p  base of the ports used, p+1 to p+43 (default 24100, below Linux's
+#       ephemeral ports so that no client socket holds one)
 #
 # Needs go, curl and jq; installs etcd-server with apt-get when etcd is
 # missing. Only the processes it started are stopped, by PID, on exit.
@@ -62,13 +68,14 @@ table() {
 ' "$1"
 }
 
-REPS=5 DURATION=10s WARMUP=1s OUTDIR="" PORT=24100 TABLE_ONLY="" LOADGEN=${LOADGEN:-}
-while getopts "l:n:d:w:o:p:t:h" opt; do
+REPS=5 DURATION=10s WARMUP=1s FILL="" OUTDIR="" PORT=24100 TABLE_ONLY="" LOADGEN=${LOADGEN:-}
+while getopts "l:n:d:w:f:o:p:t:h" opt; do
   case $opt in
     l) LOADGEN=$OPTARG ;;
     n) REPS=$OPTARG ;;
     d) DURATION=$OPTARG ;;
     w) WARMUP=$OPTARG ;;
+    f) FILL=$OPTARG ;;
     o) OUTDIR=$OPTARG ;;
     p) PORT=$OPTARG ;;
     t) TABLE_ONLY=$OPTARG ;;
@@ -187,6 +194,19 @@ etcd_leader() {
   return 1
 }
 until_ok 30 etcd_leader || { log "etcd has no leader"; exit 1; }
+
+if [[ -n $FILL ]]; then
+  log "writing to both side by side for $FILL first (32 clients each), to measure their steady state"
+  "$CAIRN" bench put --endpoints "$CAIRN_EPS" --target leader --clients 32 --duration "$FILL" --warmup 0s \
+    --keys 10000 --value-size 256 -o json >"$OUTDIR/fill-cairn.json" &
+  fill_cairn=$!
+  "$LG" -target etcd -endpoints "$(etcd_leader)" -clients 32 -mode put -prefill false -duration "$FILL" -warmup 0s \
+    -keys 10000 -value-size 256 -bg-probe 0 >"$OUTDIR/fill-etcd.json" &
+  fill_etcd=$!
+  wait "$fill_cairn" || { log "writing to cairn for $FILL failed"; exit 1; }
+  wait "$fill_etcd" || { log "writing to etcd for $FILL failed"; exit 1; }
+  log "filled: cairn $(jq -r .ops_per_s "$OUTDIR/fill-cairn.json") puts/s, etcd $(jq -r .ops_per_s "$OUTDIR/fill-etcd.json") puts/s"
+fi
 
 common=(-duration "$DURATION" -warmup "$WARMUP" -keys 10000 -value-size 256 -bg-probe 0 -cpu-pids "$ETCD_PIDS")
 log "writing etcd's 10,000 keys once (cairn bench get writes its own before each run)"
