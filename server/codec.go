@@ -119,45 +119,59 @@ func invalidRequest(md protoreflect.MessageDescriptor, b []byte, err error) stri
 	return fmt.Sprintf("the request is not a valid %s: %v", md.FullName(), err)
 }
 
-// maxFieldDepth bounds how deep invalidUTF8Field follows nested messages
-// (protobuf's own decoder stops at 10,000).
-const maxFieldDepth = 100
+// maxFieldDepth bounds how deep invalidUTF8Field follows nested messages:
+// protobuf's own limit, past which it refuses the message for its depth.
+const maxFieldDepth = 10000
 
 // invalidUTF8Field returns the path (field names joined by dots) of the
 // first string field in b, an encoded message of type md, that is not
-// valid UTF-8, or "" when it finds none.
+// valid UTF-8, or "" when it finds none. It reads b in the order protobuf
+// decodes it, and stops where protobuf would fail for another reason (a
+// malformed field, also inside a nested message, or one too deep), so
+// that it names a field only when that field is why protobuf refused b.
 func invalidUTF8Field(md protoreflect.MessageDescriptor, b []byte, depth int) string {
+	field, _ := findInvalidUTF8(md, b, depth)
+	return field
+}
+
+// findInvalidUTF8 is invalidUTF8Field; malformed reports that it stopped
+// before the end of b, at something protobuf refuses.
+func findInvalidUTF8(md protoreflect.MessageDescriptor, b []byte, depth int) (field string, malformed bool) {
 	if depth > maxFieldDepth {
-		return ""
+		return "", true
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 || num > protowire.MaxValidNumber { // protobuf refuses both
-			return ""
+			return "", true
 		}
 		b = b[n:]
 		if typ != protowire.BytesType {
 			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return ""
+				return "", true
 			}
 			b = b[n:]
 			continue
 		}
 		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
-			return ""
+			return "", true
 		}
 		b = b[n:]
 		fd := md.Fields().ByNumber(num)
 		switch {
 		case fd == nil:
 		case fd.Kind() == protoreflect.StringKind && !utf8.Valid(v):
-			return string(fd.Name())
+			return string(fd.Name()), false
 		case fd.Kind() == protoreflect.MessageKind:
-			if sub := invalidUTF8Field(fd.Message(), v, depth+1); sub != "" {
-				return string(fd.Name()) + "." + sub
+			sub, bad := findInvalidUTF8(fd.Message(), v, depth+1)
+			if sub != "" {
+				return string(fd.Name()) + "." + sub, false
+			}
+			if bad {
+				return "", true
 			}
 		}
 	}
-	return ""
+	return "", false
 }
