@@ -65,15 +65,9 @@ func BenchmarkApplyBatch(b *testing.B) {
 			name += "/expiring"
 		}
 		b.Run(name, func(b *testing.B) {
-			f, err := Open(Options{Dir: b.TempDir()})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
+			f := mustNew(b)
 			index := uint64(1)
-			if _, err := f.ApplyBatch([]Entry{{Index: index, Data: mustEncode(b, index, cmdPutNamespace("bench", 0))}}); err != nil {
-				b.Fatal(err)
-			}
+			mustApplyBatch(b, f, entriesAt(b, index, cmdPutNamespace("bench", 0)))
 			// The commands are encoded ahead, a chunk at a time with the
 			// timer stopped, each with an id of its own.
 			var data [][]byte
@@ -95,9 +89,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 						index++
 						entries[j] = Entry{Index: index, Data: data[j]}
 					}
-					if _, err := f.ApplyBatch(entries); err != nil {
-						b.Fatal(err)
-					}
+					mustApplyBatch(b, f, entries)
 					data = data[n:]
 				}
 			}
@@ -166,15 +158,9 @@ func BenchmarkCommandCodec(b *testing.B) {
 func BenchmarkApplyRefusedWrites(b *testing.B) {
 	for _, kind := range []string{"batch-write", "txn"} {
 		b.Run(kind, func(b *testing.B) {
-			f, err := Open(Options{Dir: b.TempDir()})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
+			f := mustNew(b)
 			index := uint64(1)
-			if _, err := f.ApplyBatch(entriesAt(b, index, cmdPutNamespace("bench", 0), cmdPutNamespace("full", 100))); err != nil {
-				b.Fatal(err)
-			}
+			mustApplyBatch(b, f, entriesAt(b, index, cmdPutNamespace("bench", 0), cmdPutNamespace("full", 100)))
 			index += 2
 			refused := cmdPut("full", "o", "k", string(make([]byte, 200)))
 			if kind == "txn" {

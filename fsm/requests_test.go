@@ -464,16 +464,23 @@ func TestRequestExpiryIsBounded(t *testing.T) {
 	}
 }
 
+// windowedPuts is n puts to object o of namespace n, each with a request
+// id of its own (r000, r001, ...) and a window of 1,000 ms from reqT0.
+func windowedPuts(n int) []*raftcmdv1.Command {
+	var cmds []*raftcmdv1.Command
+	for i := 0; i < n; i++ {
+		cmds = append(cmds, withReq(cmdPut("n", "o", fmt.Sprint(i), "v"), fmt.Sprintf("r%03d", i), 1000, reqT0))
+	}
+	return cmds
+}
+
 // Expired but not yet removed records do not change answers: a retry after
 // its window is fresh even while more than expiryBatch records wait.
 func TestRequestExpiredBeforeRemoval(t *testing.T) {
 	const n = 300
 	f := mustNew(t)
 	mustApply1(t, f, cmdPutNamespace("n", 0))
-	var cmds []*raftcmdv1.Command
-	for i := 0; i < n; i++ {
-		cmds = append(cmds, withReq(cmdPut("n", "o", fmt.Sprint(i), "v"), fmt.Sprintf("r%03d", i), 1000, reqT0))
-	}
+	cmds := windowedPuts(n)
 	mustApply(t, f, cmds...)
 	// One batch passes the window and retries the newest request (whose
 	// record is not among the first 256 removed).
@@ -496,10 +503,7 @@ func TestRequestRenewedBeforeRemoval(t *testing.T) {
 	const n = 600
 	f := mustNew(t)
 	mustApply1(t, f, cmdPutNamespace("n", 0))
-	var cmds []*raftcmdv1.Command
-	for i := 0; i < n; i++ {
-		cmds = append(cmds, withReq(cmdPut("n", "o", fmt.Sprint(i), "v"), fmt.Sprintf("r%03d", i), 1000, reqT0))
-	}
+	cmds := windowedPuts(n)
 	for i := 0; i < n; i += 64 {
 		mustApply(t, f, cmds[i:min(i+64, n)]...)
 	}

@@ -113,7 +113,7 @@ func (s decodeCheckedStream) RecvMsg(m any) error {
 // invalidRequest is the message of the answer to a request of type md,
 // encoded as b, that protobuf refused with err.
 func invalidRequest(md protoreflect.MessageDescriptor, b []byte, err error) string {
-	if field := invalidUTF8Field(md, b, 0); field != "" {
+	if field := invalidUTF8Field(md, b); field != "" {
 		return field + " is not valid UTF-8"
 	}
 	return fmt.Sprintf("the request is not a valid %s: %v", md.FullName(), err)
@@ -129,8 +129,8 @@ const maxFieldDepth = 10000
 // decodes it, and stops where protobuf would fail for another reason (a
 // malformed field, also inside a nested message, or one too deep), so
 // that it names a field only when that field is why protobuf refused b.
-func invalidUTF8Field(md protoreflect.MessageDescriptor, b []byte, depth int) string {
-	field, _ := findInvalidUTF8(md, b, depth)
+func invalidUTF8Field(md protoreflect.MessageDescriptor, b []byte) string {
+	field, _ := findInvalidUTF8(md, b, 0)
 	return field
 }
 

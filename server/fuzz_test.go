@@ -97,7 +97,7 @@ func FuzzInvalidUTF8Field(f *testing.F) {
 	f.Add(byte(0), []byte{0x1a, 0x7f, 'k'})
 	f.Fuzz(func(t *testing.T, which byte, b []byte) {
 		mt := types[int(which)%len(types)]
-		field := invalidUTF8Field(mt.Descriptor(), b, 0)
+		field := invalidUTF8Field(mt.Descriptor(), b)
 		err := proto.Unmarshal(b, mt.New().Interface())
 		utf8Err := err != nil && strings.Contains(err.Error(), "invalid UTF-8")
 		if (field != "") != utf8Err {
