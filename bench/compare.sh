@@ -19,7 +19,8 @@
 # per operation moves less with the neighbours' load than throughput does),
 # and keeps every run's JSON line in OUTDIR/results.jsonl.
 #
-# Usage: bench/compare.sh -l LOADGEN [-n REPS] [-d DURATION] [-w WARMUP] [-f FILL] [-o OUTDIR] [-p PORT]
+# Usage: bench/compare.sh -l LOADGEN [-n REPS] [-d DURATION] [-w WARMUP] [-f FILL] [-m MODE] [-g TAGS]
+#                         [-o OUTDIR] [-p PORT]
 #        bench/compare.sh -t OUTDIR/results.jsonl   (print the tables of an earlier run)
 #   -l  the shared load generator: a built binary, or its Go source directory
 #       (built here); also env LOADGEN
@@ -30,6 +31,11 @@
 #       measure clusters in their steady state; more than cairn's request
 #       window (10m) makes every write also remove an expired request record,
 #       as it does in a cluster that has been running (default: none)
+#   -m  only the cases of this mode: put or get (default: both)
+#   -g  build cairn with these Go build tags; benchceiling builds nodes that
+#       acknowledge writes without applying them (raftnode/ceiling.go), to
+#       measure what the path around the state machine allows: only its put
+#       cases mean anything (its reads find no keys)
 #   -o  where results and the clusters' data and logs go (default: a new
 #       temporary directory, removed at the end unless -o is given)
 #   -p  base of the ports used, p+1 to p+43 (default 24100, below Linux's
@@ -68,14 +74,16 @@ table() {
 ' "$1"
 }
 
-REPS=5 DURATION=10s WARMUP=1s FILL="" OUTDIR="" PORT=24100 TABLE_ONLY="" LOADGEN=${LOADGEN:-}
-while getopts "l:n:d:w:f:o:p:t:h" opt; do
+REPS=5 DURATION=10s WARMUP=1s FILL="" MODE="" TAGS="" OUTDIR="" PORT=24100 TABLE_ONLY="" LOADGEN=${LOADGEN:-}
+while getopts "l:n:d:w:f:m:g:o:p:t:h" opt; do
   case $opt in
     l) LOADGEN=$OPTARG ;;
     n) REPS=$OPTARG ;;
     d) DURATION=$OPTARG ;;
     w) WARMUP=$OPTARG ;;
     f) FILL=$OPTARG ;;
+    m) MODE=$OPTARG ;;
+    g) TAGS=$OPTARG ;;
     o) OUTDIR=$OPTARG ;;
     p) PORT=$OPTARG ;;
     t) TABLE_ONLY=$OPTARG ;;
@@ -85,6 +93,7 @@ done
 if [[ -n $TABLE_ONLY ]]; then table "$TABLE_ONLY"; exit; fi
 [[ -n $LOADGEN ]] || { echo "compare.sh: give the load generator with -l (or LOADGEN)" >&2; exit 2; }
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: -n $REPS: want a positive count" >&2; exit 2; }
+[[ $MODE =~ ^(put|get|)$ ]] || { echo "compare.sh: -m $MODE: want put or get" >&2; exit 2; }
 for tool in go curl jq; do
   command -v $tool >/dev/null || { echo "compare.sh: $tool is needed" >&2; exit 2; }
 done
@@ -126,7 +135,7 @@ for off in 1 2 3 11 12 13 21 22 23 31 32 33 41 42 43; do
 done
 
 log "building cairn and the load generator"
-(cd "$REPO" && go build -o "$OUTDIR/cairn" ./cmd/cairn)
+(cd "$REPO" && go build -tags "$TAGS" -o "$OUTDIR/cairn" ./cmd/cairn)
 CAIRN=$OUTDIR/cairn
 if [[ -d $LOADGEN ]]; then
   (cd "$LOADGEN" && go build -o "$OUTDIR/loadgen" .)
@@ -253,6 +262,7 @@ for rep in $(seq "$REPS"); do
   log "repetition $rep of $REPS"
   for c in "${CASES[@]}"; do
     IFS='|' read -r name clients mode cons <<<"$c"
+    [[ -z $MODE || $mode == "$MODE" ]] || continue
     for proto in grpc rest; do
       if ((rep % 2)); then order=(cairn etcd); else order=(etcd cairn); fi
       for sys in "${order[@]}"; do run "$sys" "$proto" "$name" "$clients" "$mode" "$cons"; done
@@ -263,7 +273,7 @@ done
 etcd_version=$(etcd --version | sed -n 1p) # sed reads it all: no SIGPIPE
 cat <<EOF
 
-cairn ($("$CAIRN" version | sed -n 1p)) vs $etcd_version, 3 nodes each on loopback, fsync on,
+cairn ($("$CAIRN" version | sed -n 1p)${TAGS:+, built with -tags $TAGS}) vs $etcd_version, 3 nodes each on loopback, fsync on,
 $(nproc) cores shared by both clusters and the load; 256-byte values, 10,000 keys; medians of
 $REPS interleaved runs of $DURATION each (after $WARMUP of warm-up), the leader loaded; ratio = cairn / etcd.
 

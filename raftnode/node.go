@@ -96,6 +96,9 @@ func New(cfg Config, f *fsm.FSM) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
 	}
 	removeUnfinishedSnapshots(cfg.Dir, logger)
+	if benchCeiling {
+		logger.Warn("built with the benchceiling tag: batch writes are acknowledged and never applied; for benchmarks only")
+	}
 	walOpts := wal.Options{NoSync: cfg.NoSync, SyncInline: n.following, BeforeSync: cfg.beforeSync}
 	if n.store, err = openLogStore(cfg.Dir, walOpts, n.snaps, logger.Named("wal")); err != nil {
 		return nil, err

@@ -1,0 +1,6 @@
+//go:build benchceiling
+
+package raftnode
+
+// benchCeiling: see ceiling.go.
+const benchCeiling = true
