@@ -245,7 +245,8 @@ run() {
         -http-get-body "{\"key\":\"{key_b64}\",\"serializable\":$ser}" -http-found-substring '"kvs"')
     fi
   fi
-  jq -c --arg sys "$sys" --arg proto "$proto" --arg case "$case" '. + {system: $sys, proto: $proto, case: $case}' \
+  jq -c --arg sys "$sys" --arg proto "$proto" --arg case "$case" --arg tags "$TAGS" \
+    '. + {system: $sys, proto: $proto, case: $case} + (if $sys == "cairn" and $tags != "" then {build_tags: $tags} else {} end)' \
     <<<"$line" >>"$RESULTS"
   jq -r '"\(.system) \(.proto) \(.case): \(.ops_per_s) ops/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, \(.errors) errors, servers \([.pid_cpu_pct[]] | add | round)% CPU"' \
     <<<"$(tail -n1 "$RESULTS")" >&2

@@ -39,8 +39,22 @@ func TestAckWritesOnlyBatchWrites(t *testing.T) {
 
 	namespace := entry(5, &raftcmdv1.Command{Version: fsm.CommandVersion, Op: &raftcmdv1.Command_PutNamespace{
 		PutNamespace: &raftcmdv1.PutNamespace{Name: "ns"}}})
+	txn := entry(7, &raftcmdv1.Command{Version: fsm.CommandVersion, Op: &raftcmdv1.Command_Txn{
+		Txn: &raftcmdv1.Txn{Namespace: "ns"}}})
+	newer := write(8)
+	var cmd raftcmdv1.Command
+	if err := proto.Unmarshal(newer.Data, &cmd); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Version++
+	var err error
+	if newer.Data, err = proto.Marshal(&cmd); err != nil {
+		t.Fatal(err)
+	}
 	for name, logs := range map[string][]*raft.Log{
 		"a namespace among writes": {write(4), namespace},
+		"a transaction":            {txn, write(9)},
+		"a newer envelope":         {write(10), newer},
 		"configuration only":       {config},
 		"undecodable":              {{Index: 6, Type: raft.LogCommand, Data: []byte{0xff}}},
 	} {
