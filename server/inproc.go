@@ -63,7 +63,7 @@ func (c *inprocConn) Invoke(ctx context.Context, method string, args, reply any,
 	if n := proto.Size(in); n > c.maxRecv {
 		return status.Errorf(codes.ResourceExhausted, "grpc: trying to send message larger than max (%d vs. %d)", n, c.maxRecv)
 	}
-	if err := checkUTF8(in.ProtoReflect()); err != nil {
+	if err := checkUTF8(in.ProtoReflect(), ""); err != nil {
 		return err
 	}
 	// The handler sees what it would over the wire: the gateway's outgoing
@@ -113,47 +113,47 @@ func (c *inprocConn) Invoke(ctx context.Context, method string, args, reply any,
 // UTF-8, which protobuf's encoding refuses (the gateway copies path and
 // query parameters into string fields as they come): InvalidArgument,
 // naming the field.
-func checkUTF8(m protoreflect.Message) error {
+func checkUTF8(m protoreflect.Message, path string) error {
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		err = checkUTF8Value(fd, v)
+		err = checkUTF8Value(fd, v, path+string(fd.Name()))
 		return err == nil
 	})
 	return err
 }
 
-func checkUTF8Value(fd protoreflect.FieldDescriptor, v protoreflect.Value) error {
+func checkUTF8Value(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string) error {
 	switch {
 	case fd.IsList():
 		l := v.List()
 		for i := range l.Len() {
-			if err := checkUTF8Single(fd, l.Get(i)); err != nil {
+			if err := checkUTF8Single(fd, l.Get(i), path); err != nil {
 				return err
 			}
 		}
 	case fd.IsMap():
 		var err error
 		v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-			if err = checkUTF8Single(fd.MapKey(), k.Value()); err == nil {
-				err = checkUTF8Single(fd.MapValue(), mv)
+			if err = checkUTF8Single(fd.MapKey(), k.Value(), path); err == nil {
+				err = checkUTF8Single(fd.MapValue(), mv, path)
 			}
 			return err == nil
 		})
 		return err
 	default:
-		return checkUTF8Single(fd, v)
+		return checkUTF8Single(fd, v, path)
 	}
 	return nil
 }
 
-func checkUTF8Single(fd protoreflect.FieldDescriptor, v protoreflect.Value) error {
+func checkUTF8Single(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string) error {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		if !utf8.ValidString(v.String()) {
-			return status.Errorf(codes.InvalidArgument, "%s is not valid UTF-8", fd.Name())
+			return status.Errorf(codes.InvalidArgument, "%s is not valid UTF-8", path)
 		}
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		return checkUTF8(v.Message())
+		return checkUTF8(v.Message(), path+".")
 	}
 	return nil
 }

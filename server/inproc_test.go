@@ -218,3 +218,24 @@ func TestRESTCallLimits(t *testing.T) {
 		t.Fatalf("batchGet of 1 MiB: HTTP %d %.200s, want 200", code, body)
 	}
 }
+
+// TestCheckUTF8NamesThePath: an in-process call names a nested field by its
+// path, as the gRPC server's codec does (codec.go), not by its name alone.
+func TestCheckUTF8NamesThePath(t *testing.T) {
+	for _, tc := range []struct {
+		req  proto.Message
+		want string
+	}{
+		{&cairnv1.BatchWriteRequest{Namespace: "ns", Object: "o", Puts: []*cairnv1.KeyPut{{Key: "ok"}, {Key: "k\xff"}}}, "puts.key is not valid UTF-8"},
+		{&cairnv1.BatchWriteRequest{Namespace: "ns", Object: "o", Deletes: []string{"ok", "\xff"}}, "deletes is not valid UTF-8"},
+		{&cairnv1.GetKeyRequest{Namespace: "n\xffs", Object: "o", Key: "k"}, "namespace is not valid UTF-8"},
+	} {
+		err := checkUTF8(tc.req.ProtoReflect(), "")
+		if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != tc.want {
+			t.Errorf("checkUTF8(%v) = %v, want InvalidArgument %q", tc.req, err, tc.want)
+		}
+	}
+	if err := checkUTF8((&cairnv1.BatchWriteRequest{Namespace: "ns", Puts: []*cairnv1.KeyPut{{Key: "k"}}}).ProtoReflect(), ""); err != nil {
+		t.Errorf("checkUTF8 of valid strings = %v", err)
+	}
+}
