@@ -16,7 +16,7 @@ func (f *FSM) Alarm(ns, object, name string) (*raftcmdv1.StoredAlarm, error) {
 	name = AlarmName(name)
 	var out *raftcmdv1.StoredAlarm
 	err := f.view(func(tx *bolt.Tx) error {
-		if _, err := getNamespace(tx, ns); err != nil {
+		if err := checkNamespace(tx, ns); err != nil {
 			return err
 		}
 		v := tx.Bucket(shardBuckets[ShardOf(ns, object)]).Get(alarmKey(ns, object, name))
@@ -67,7 +67,7 @@ func (f *FSM) Alarms(ns string, filter AlarmFilter, limit, scan int) (AlarmPage,
 		prefix = append(appendEscaped(bytes.Clone(base), filter.Object), escapeTerminal)
 	}
 	err := f.view(func(tx *bolt.Tx) error {
-		if _, err := getNamespace(tx, ns); err != nil {
+		if err := checkNamespace(tx, ns); err != nil {
 			return err
 		}
 		c := tx.Bucket(bucketAlarms).Cursor()

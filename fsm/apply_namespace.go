@@ -97,6 +97,15 @@ func getNamespace(tx *bolt.Tx, name string) (*raftcmdv1.Namespace, error) {
 	return ns, nil
 }
 
+// checkNamespace is getNamespace for a caller that only needs to know the
+// namespace exists: it decodes nothing.
+func checkNamespace(tx *bolt.Tx, name string) error {
+	if tx.Bucket(bucketNamespaces).Get([]byte(name)) == nil {
+		return fmt.Errorf("%w: %q", ErrNamespaceNotFound, name)
+	}
+	return nil
+}
+
 func hasPrefix(b, prefix []byte) bool {
 	return len(b) >= len(prefix) && string(b[:len(prefix)]) == string(prefix)
 }

@@ -189,3 +189,28 @@ func BenchmarkApplyRefusedWrites(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGet measures a serializable read of one key as the API serves
+// it: a read transaction, the namespace's check, the key's lookup among
+// 10,000 keys of one object (as `cairn bench get` reads), the value copied
+// out. Run with
+//
+//	go test -run '^$' -bench Get ./fsm
+func BenchmarkGet(b *testing.B) {
+	f := mustNew(b)
+	cmds := []*raftcmdv1.Command{cmdPutNamespace("bench", 0)}
+	for i := range 10_000 {
+		cmd := benchPut(i, true, 0)
+		cmd.GetBatchWrite().Object = "o"
+		cmds = append(cmds, cmd)
+	}
+	mustApplyBatch(b, f, entriesAt(b, 1, cmds...))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		key := fmt.Sprintf("k%05d", mix(uint64(i))%10_000)
+		if kv, err := f.Get("bench", "o", key); err != nil || len(kv.Value) != 256 {
+			b.Fatalf("Get(%s) = %v, %v", key, kv, err)
+		}
+	}
+}

@@ -115,7 +115,7 @@ func (f *FSM) Members() ([]*raftcmdv1.Member, error) {
 // name) after checking that the namespace exists.
 func (f *FSM) objectView(ns, name string, fn func(sb *bolt.Bucket, prefix []byte) error) error {
 	return f.view(func(tx *bolt.Tx) error {
-		if _, err := getNamespace(tx, ns); err != nil {
+		if err := checkNamespace(tx, ns); err != nil {
 			return err
 		}
 		return fn(tx.Bucket(shardBuckets[ShardOf(ns, name)]), keyPrefix(ns, name))
@@ -235,7 +235,7 @@ func PrefixEnd(p string) string { return string(prefixEnd([]byte(p))) }
 func (f *FSM) Object(ns, name string) (ObjectInfo, error) {
 	var info ObjectInfo
 	err := f.view(func(tx *bolt.Tx) error {
-		if _, err := getNamespace(tx, ns); err != nil {
+		if err := checkNamespace(tx, ns); err != nil {
 			return err
 		}
 		shard := ShardOf(ns, name)
@@ -275,7 +275,7 @@ func (f *FSM) Objects(ns, prefix, after string, limit int) ([]ObjectInfo, bool, 
 	var out []ObjectInfo
 	more := false
 	err := f.view(func(tx *bolt.Tx) error {
-		if _, err := getNamespace(tx, ns); err != nil {
+		if err := checkNamespace(tx, ns); err != nil {
 			return err
 		}
 		base := indexKey(ns, "")
