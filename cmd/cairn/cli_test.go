@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,5 +193,27 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCLIHintsAtRESTAddress: a command given a REST address where it wants
+// a gRPC one says so, where grpc-go's own message speaks of frames.
+func TestCLIHintsAtRESTAddress(t *testing.T) {
+	rest := httptest.NewServer(http.NotFoundHandler())
+	defer rest.Close()
+	addr := strings.TrimPrefix(rest.URL, "http://")
+	for _, args := range [][]string{
+		{"kv", "get", "--endpoints", addr, "--timeout", "1s", "ns", "o", "k"},
+		{"bench", "put", "--endpoints", addr, "--timeout", "1s", "--duration", "1s"},
+	} {
+		out, err := runCairn(t, t.TempDir(), nil, args...)
+		var exit *exec.ExitError
+		if !errorsAs(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("cairn %s: %v, want exit status 1\n%s", strings.Join(args, " "), err, out)
+		}
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 ||
+			!strings.Contains(out, "--endpoints (CAIRN_ENDPOINTS) takes the nodes' gRPC addresses") {
+			t.Errorf("cairn %s: %q, want one line with the hint", strings.Join(args, " "), out)
+		}
 	}
 }

@@ -4,11 +4,29 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 )
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "cairn:", err)
+		msg := err.Error()
+		if h := errorHint(msg); h != "" {
+			msg += " (" + h + ")"
+		}
+		fmt.Fprintln(os.Stderr, "cairn:", msg)
 		os.Exit(1)
 	}
+}
+
+// errorHint says what an error most likely means, where its own words
+// (another library's) do not say it to someone using cairn.
+func errorHint(msg string) string {
+	// grpc-go, when the address answers HTTP/1.1 (a REST address): the
+	// answer's first bytes, read as an HTTP/2 frame header, make a frame
+	// too large.
+	if strings.Contains(msg, "error reading server preface") && strings.Contains(msg, "frame too large") {
+		return "an address in --endpoints answered in HTTP/1.1: --endpoints (CAIRN_ENDPOINTS) takes the nodes' gRPC addresses, " +
+			"127.0.0.1:7401-7403 for cairn dev, not their REST addresses"
+	}
+	return ""
 }
