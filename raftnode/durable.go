@@ -35,7 +35,9 @@ import (
 // that much longer, and followers whose every fdatasync stalls for longer
 // than the leader lease make the leader step down where their heartbeats
 // used to keep it. Telling heartbeats apart per RPC would put a goroutine
-// hand-off on every append's answer instead.
+// hand-off on every append's answer instead. etcd's followers behave alike:
+// they send a Ready's messages, heartbeat answers included, only once its
+// entries are saved to their WAL.
 
 // following reports whether this node is not Raft's leader: its log then
 // syncs appends as it takes them (wal.Options.SyncInline), since its
