@@ -12,7 +12,9 @@ import (
 // machine cost nothing. It measures how fast writes could be with the rest
 // of the path as it is (gRPC, Raft, the log's syncs), so that benchmarks can
 // tell what a cheaper state machine could gain (docs/benchmarks.md). It
-// loses the writes it acknowledges; nothing else is built with it.
+// loses the writes it acknowledges, and its FSM's applied index stays
+// behind Raft's (a node restarted under it applies the log again): start
+// its clusters afresh, and build nothing else with it.
 
 // ackWrites answers logs as applied batch writes without applying them,
 // when they hold a batch write and no other command; ok is false

@@ -134,8 +134,10 @@ func checkUTF8Value(fd protoreflect.FieldDescriptor, v protoreflect.Value, path 
 	case fd.IsMap():
 		var err error
 		v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-			if err = checkUTF8Single(fd.MapKey(), k.Value(), path); err == nil {
-				err = checkUTF8Single(fd.MapValue(), mv, path)
+			// A map's entries are messages of a key and a value, as the
+			// gRPC codec's search names them (codec.go).
+			if err = checkUTF8Single(fd.MapKey(), k.Value(), path+".key"); err == nil {
+				err = checkUTF8Single(fd.MapValue(), mv, path+".value")
 			}
 			return err == nil
 		})

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // fakeObjects answers GetKey with what its test sets, after recording
@@ -229,6 +230,9 @@ func TestCheckUTF8NamesThePath(t *testing.T) {
 		{&cairnv1.BatchWriteRequest{Namespace: "ns", Object: "o", Puts: []*cairnv1.KeyPut{{Key: "ok"}, {Key: "k\xff"}}}, "puts.key is not valid UTF-8"},
 		{&cairnv1.BatchWriteRequest{Namespace: "ns", Object: "o", Deletes: []string{"ok", "\xff"}}, "deletes is not valid UTF-8"},
 		{&cairnv1.GetKeyRequest{Namespace: "n\xffs", Object: "o", Key: "k"}, "namespace is not valid UTF-8"},
+		// A map's entries are named as messages of a key and a value.
+		{jsonPut(map[string]*structpb.Value{"ok": structpb.NewNullValue(), "k\xff": structpb.NewNullValue()}), "value.struct_value.fields.key is not valid UTF-8"},
+		{jsonPut(map[string]*structpb.Value{"ok": structpb.NewStringValue("v\xff")}), "value.struct_value.fields.value.string_value is not valid UTF-8"},
 	} {
 		err := checkUTF8(tc.req.ProtoReflect(), "")
 		if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != tc.want {
@@ -238,4 +242,10 @@ func TestCheckUTF8NamesThePath(t *testing.T) {
 	if err := checkUTF8((&cairnv1.BatchWriteRequest{Namespace: "ns", Puts: []*cairnv1.KeyPut{{Key: "k"}}}).ProtoReflect(), ""); err != nil {
 		t.Errorf("checkUTF8 of valid strings = %v", err)
 	}
+}
+
+// jsonPut is a put of a JSON object with fields.
+func jsonPut(fields map[string]*structpb.Value) *cairnv1.PutKeyRequest {
+	return &cairnv1.PutKeyRequest{Namespace: "ns", Object: "o", Key: "k", Content: &cairnv1.PutKeyRequest_Value{
+		Value: structpb.NewStructValue(&structpb.Struct{Fields: fields})}}
 }
