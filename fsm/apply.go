@@ -307,18 +307,29 @@ func applyIn(tx *bolt.Tx, hint *expiryHint, undoable bool, entries []Entry, fail
 // cannot apply exactly as its proposer meant stops this node, with a
 // message that says so, rather than let its state differ from the others'.
 func decodeCommand(e Entry) *raftcmdv1.Command {
-	cmd := &raftcmdv1.Command{}
-	if err := proto.Unmarshal(e.Data, cmd); err != nil {
-		panic(fmt.Sprintf("fsm: entry %d: undecodable command: %v", e.Index, err))
-	}
-	if cmd.Version != CommandVersion {
-		panic(fmt.Sprintf("fsm: entry %d: command envelope version %d, this build applies version %d; "+
-			"if the entry comes from a newer cairn release, upgrade this node to that release", e.Index, cmd.Version, CommandVersion))
-	}
-	if err := CheckCommand(cmd); err != nil {
+	cmd, err := DecodeCommand(e.Data)
+	if err != nil {
 		panic(fmt.Sprintf("fsm: entry %d: %s", e.Index, strings.TrimPrefix(err.Error(), "fsm: ")))
 	}
 	return cmd
+}
+
+// DecodeCommand decodes a log entry's command, and refuses one this build
+// cannot apply exactly as its proposer meant: undecodable, of another
+// envelope version, or with fields it does not know (CheckCommand).
+func DecodeCommand(data []byte) (*raftcmdv1.Command, error) {
+	cmd := &raftcmdv1.Command{}
+	if err := proto.Unmarshal(data, cmd); err != nil {
+		return nil, fmt.Errorf("fsm: undecodable command: %w", err)
+	}
+	if cmd.Version != CommandVersion {
+		return nil, fmt.Errorf("fsm: command envelope version %d, this build applies version %d; "+
+			"if the entry comes from a newer cairn release, upgrade this node to that release", cmd.Version, CommandVersion)
+	}
+	if err := CheckCommand(cmd); err != nil {
+		return nil, err
+	}
+	return cmd, nil
 }
 
 // applier applies one command inside the batch's transaction. Handlers

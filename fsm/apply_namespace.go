@@ -86,9 +86,9 @@ func (a *applier) applyRemoveMember(r *raftcmdv1.RemoveMember) (*raftcmdv1.Resul
 
 // getNamespace reads namespace name's record.
 func getNamespace(tx *bolt.Tx, name string) (*raftcmdv1.Namespace, error) {
-	v := tx.Bucket(bucketNamespaces).Get([]byte(name))
-	if v == nil {
-		return nil, fmt.Errorf("%w: %q", ErrNamespaceNotFound, name)
+	v, err := namespaceRecord(tx, name)
+	if err != nil {
+		return nil, err
 	}
 	ns := &raftcmdv1.Namespace{}
 	if err := proto.Unmarshal(v, ns); err != nil {
@@ -100,10 +100,17 @@ func getNamespace(tx *bolt.Tx, name string) (*raftcmdv1.Namespace, error) {
 // checkNamespace is getNamespace for a caller that only needs to know the
 // namespace exists: it decodes nothing.
 func checkNamespace(tx *bolt.Tx, name string) error {
-	if tx.Bucket(bucketNamespaces).Get([]byte(name)) == nil {
-		return fmt.Errorf("%w: %q", ErrNamespaceNotFound, name)
+	_, err := namespaceRecord(tx, name)
+	return err
+}
+
+// namespaceRecord returns the stored (encoded) record of namespace name.
+func namespaceRecord(tx *bolt.Tx, name string) ([]byte, error) {
+	v := tx.Bucket(bucketNamespaces).Get([]byte(name))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNamespaceNotFound, name)
 	}
-	return nil
+	return v, nil
 }
 
 func hasPrefix(b, prefix []byte) bool {

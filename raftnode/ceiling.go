@@ -4,7 +4,6 @@ import (
 	raftcmdv1 "github.com/cairndb/cairn/api/cairn/raftcmd/v1"
 	"github.com/cairndb/cairn/fsm"
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
 )
 
 // A build with the benchceiling tag (ceiling_on.go) acknowledges batch
@@ -28,9 +27,7 @@ func ackWrites(logs []*raft.Log) (out []interface{}, ok bool) {
 			out[i] = fsm.Result{}
 			continue
 		}
-		var cmd raftcmdv1.Command
-		if proto.Unmarshal(l.Data, &cmd) != nil || cmd.Version != fsm.CommandVersion ||
-			fsm.CheckCommand(&cmd) != nil || cmd.GetBatchWrite() == nil {
+		if cmd, err := fsm.DecodeCommand(l.Data); err != nil || cmd.GetBatchWrite() == nil {
 			return nil, false
 		}
 		out[i] = fsm.Result{Result: &raftcmdv1.Result{Revision: l.Index,
