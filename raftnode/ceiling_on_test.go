@@ -13,8 +13,14 @@ import (
 // be applied.
 func TestCeilingAcknowledgesWritesWithoutApplying(t *testing.T) {
 	g := mustStartGroup(t, 3)
-	if res := mustApply(t, g, putNamespace("ns")); !res.GetNamespace().GetCreated() {
-		t.Fatalf("PutNamespace = %v, want it applied", res)
+	ns := mustApply(t, g, putNamespace("ns"))
+	if !ns.GetNamespace().GetCreated() {
+		t.Fatalf("PutNamespace = %v, want it applied", ns)
+	}
+	// A write that reaches a node in one batch with another command is
+	// applied: let every node apply the namespace first.
+	for _, m := range g.running() {
+		waitFor(t, waitLong, m.id+" past the namespace", func() bool { return m.node.AppliedIndex() >= ns.Revision })
 	}
 	w := mustApply(t, g, putKey("ns", "obj", "k", "v"))
 	if w.GetBatchWrite() == nil || w.Revision == 0 {
