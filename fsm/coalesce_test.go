@@ -117,21 +117,18 @@ func TestRedoKeepsUncommittedBatches(t *testing.T) {
 // not the whole open transaction applied again each time.
 func TestRefusedWritesApplyLittleAgain(t *testing.T) {
 	const before, refusals = 300, 30
+	txn := cmdTxn("q", nil, ops(opPut("o", "big", strings.Repeat("v", 30))), nil)
 	for _, tt := range []struct {
 		name string
-		over func(i int) *raftcmdv1.Command
+		over *raftcmdv1.Command
 		max  uint64 // entries applied again, at most
 	}{
 		// The first refusal applies the 302 entries before it again; each
 		// later one only the batch of the refusal before it (3 entries).
-		{"transaction rolled back", func(i int) *raftcmdv1.Command {
-			return cmdTxn("q", nil, ops(opPut("o", "big", strings.Repeat("v", 30))), nil)
-		}, before + 2 + 3*(refusals-1)},
+		{"transaction rolled back", txn, before + 2 + 3*(refusals-1)},
 		// Taken back in place (the default), or refused before it writes.
-		{"transaction", func(i int) *raftcmdv1.Command {
-			return cmdTxn("q", nil, ops(opPut("o", "big", strings.Repeat("v", 30))), nil)
-		}, 0},
-		{"batch write", func(i int) *raftcmdv1.Command { return cmdPut("q", "o", "big", strings.Repeat("v", 30)) }, 0},
+		{"transaction", txn, 0},
+		{"batch write", cmdPut("q", "o", "big", strings.Repeat("v", 30)), 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := mustNew(t)
@@ -143,7 +140,7 @@ func TestRefusedWritesApplyLittleAgain(t *testing.T) {
 				idx++
 			}
 			for i := range refusals {
-				batches = append(batches, entriesAt(t, idx, cmdPut("free", "p", fmt.Sprint(i), "v"), tt.over(i), cmdPut("free", "r", fmt.Sprint(i), "v")))
+				batches = append(batches, entriesAt(t, idx, cmdPut("free", "p", fmt.Sprint(i), "v"), tt.over, cmdPut("free", "r", fmt.Sprint(i), "v")))
 				idx += 3
 			}
 			for i, b := range batches {
